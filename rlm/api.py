@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rlm.budget import Budget, Limits
 from rlm.config import Settings, resolve_settings
 from rlm.events import Event, EventLog, TraceWriter
+from rlm.loop import run as run_loop
 from rlm.types import Status, Usage
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ def _blocking(start: Callable[[], Coroutine[Any, Any, RLMResult]]) -> RLMResult:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(start())
+        return run_loop(start())
     return _run_in_thread(start)
 
 
@@ -256,7 +257,7 @@ def _run_in_thread(start: Callable[[], Coroutine[Any, Any, RLMResult]]) -> RLMRe
 
     def target() -> None:
         try:
-            box["result"] = asyncio.run(main())
+            box["result"] = run_loop(main())
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
         finally:

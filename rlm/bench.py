@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError, ProviderError
+from rlm.loop import run as run_loop
 
 ERROR_STATUS = "error"  # the harness could not get any answer
 RETRY_STATUSES = frozenset({ERROR_STATUS, "provider_error", "interrupted"})  # run again on resume
@@ -281,7 +282,7 @@ async def arun_bench(
 
 def run_bench(suite: str, **kwargs: Any) -> list[TaskResult]:
     """Blocking `arun_bench` (what `rlm bench` calls). Ctrl-C keeps every finished task on disk."""
-    return asyncio.run(arun_bench(suite, **kwargs))
+    return run_loop(arun_bench(suite, **kwargs))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -401,6 +401,7 @@ class InProcessSession(Session):
         self.limits = limits
         self._interp = Interpreter(context, limits, self._call_from_thread)
         self._jobs: queue.SimpleQueue[tuple[str, asyncio.Future[dict[str, Any]]] | None] = queue.SimpleQueue()
+        self._exited: concurrent.futures.Future[None] = concurrent.futures.Future()  # the thread's last act
         self._thread = threading.Thread(target=self._serve, name="rlm-repl-inprocess", daemon=True)
         self._thread.start()
         self._lock = asyncio.Lock()
@@ -419,22 +420,25 @@ class InProcessSession(Session):
         return self._interp.answer_so_far()
 
     def _serve(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get()
-            except CellTimeout:  # a stop that landed after its cell had finished
-                continue
-            if job is None:
-                return
-            code, future = job
-            try:
-                result = self._interp.run(code)
-            except CellTimeout as stop:  # it landed just outside the cell's own code
-                result = {"op": "done", "error": f"{type(stop).__name__}: {stop}", "error_kind": "timeout"}
-            with contextlib.suppress(CellTimeout), self._interrupt_lock:
-                _clear_interrupt()  # nothing aimed at this cell may hit the next one
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the result
-                future.get_loop().call_soon_threadsafe(_settle, future, result)
+        try:
+            while True:
+                try:
+                    job = self._jobs.get()
+                except CellTimeout:  # a stop that landed after its cell had finished
+                    continue
+                if job is None:
+                    return
+                code, future = job
+                try:
+                    result = self._interp.run(code)
+                except CellTimeout as stop:  # it landed just outside the cell's own code
+                    result = {"op": "done", "error": f"{type(stop).__name__}: {stop}", "error_kind": "timeout"}
+                with contextlib.suppress(CellTimeout), self._interrupt_lock:
+                    _clear_interrupt()  # nothing aimed at this cell may hit the next one
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the result
+                    future.get_loop().call_soon_threadsafe(_settle, future, result)
+        finally:
+            self._exited.set_result(None)
 
     def _call_from_thread(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Run one host call on the loop and wait for it (in the cell's thread)."""
@@ -540,14 +544,16 @@ class InProcessSession(Session):
 
     async def aclose(self) -> None:
         """Stop a running cell, end the thread and wait (briefly) for it; idempotent."""
-        if self._closed and not self._thread.is_alive():
+        if self._closed and self._exited.done():
             return
         await self._stop(None, CellCancelled)
         self._close()
         deadline = time.monotonic() + self.limits.kill_grace_s
-        while self._thread.is_alive() and time.monotonic() < deadline:
+        exited = asyncio.wrap_future(self._exited)  # wakes us the moment the thread ends: no polling delay
+        while not exited.done() and time.monotonic() < deadline:
             self._interrupt(CellCancelled)
-            await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), 0.01)
 
 
 def _clear_interrupt() -> None:

@@ -4,6 +4,7 @@ persistent cache (across processes), cost from the price table, local-only refus
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -691,3 +692,9 @@ def test_a_tripped_budget_refuses_even_cache_hits(scripted_server: ScriptedServe
     with pytest.raises(BudgetExceeded):
         asyncio.run(collect(gateway, ASK, CallOrigin((), Role.ROOT)))
     assert len(scripted_server.records("m-sub")) == 1
+
+
+def test_litellms_heap_is_frozen_out_of_garbage_collection() -> None:
+    """A full collection would otherwise walk litellm's ~300,000 objects with the event loop stopped."""
+    litellm()
+    assert gc.get_freeze_count() > 100_000
