@@ -95,6 +95,7 @@ class RLM:
         """What one run owns: its events (and trace file), its tree-wide budget and its gateway."""
         from rlm.models.build import build_gateway
         from rlm.models.preflight import check_routes
+        from rlm.models.workers import CallWorkers
         from rlm.scheduler import ModelLimits, Scheduler
 
         s = self.settings
@@ -110,13 +111,27 @@ class RLM:
             default=default,
             per_model={model: replace(default, **table) for model, table in (s.model_limits or {}).items()},
         )
+        workers = CallWorkers(s.call_workers) if s.call_workers else None
         try:
-            gateway = build_gateway(s, budget=budget, scheduler=scheduler, events=events, policy=self.router)
+            gateway = build_gateway(
+                s, budget=budget, scheduler=scheduler, events=events, policy=self.router, workers=workers
+            )
             check_routes(gateway.routes)
+            if workers:
+                workers.start()  # in the background: calls run here until the workers are connected
             try:
                 yield events, budget, gateway
             finally:
                 gateway.close()
+                if workers:
+                    workers.close()
+                    events.emit(
+                        "call_workers",
+                        workers=s.call_workers,
+                        served=workers.served,
+                        in_process=workers.in_process,
+                        error=workers.start_error,
+                    )
         finally:
             if writer:
                 writer.close()

@@ -81,6 +81,11 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rpm", type=int, help="Requests per minute per model."),
         click.option("--tpm", type=int, help="Prompt tokens per minute per model."),
         click.option(
+            "--call-workers",
+            type=int,
+            help="Processes that make the model calls, for wide fan-outs on spare cores (default 0: this one).",
+        ),
+        click.option(
             "--after-block",
             type=click.Choice(["stop", "continue", "wait"]),
             help="At a closed block: end the reply and run it (stop, default), run it while the reply "

@@ -51,6 +51,7 @@ class Settings:
     # per-model overrides of max_in_flight / rpm / tpm: {"openai/gpt-5": {"rpm": 500, "tpm": 200000}};
     # in the environment "openai/gpt-5=rpm:500,tpm:200000;ollama/qwen3=max_in_flight:2"
     model_limits: dict[str, dict[str, int]] | None = None
+    call_workers: int = 0  # processes that make the provider calls (rlm/models/workers.py); 0: this one
     # model layer (rlm/models): fallbacks are {"model": ["fallback", ...]}; in the environment and on
     # the command line "model=fb1,fb2;other=fb3"
     fallbacks: dict[str, list[str]] | None = None
@@ -180,6 +181,8 @@ def _check_positive(settings: Settings) -> None:
     for name in ("max_iterations", "max_depth", "max_output_chars", "cell_timeout", "max_in_flight"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")
+    if settings.call_workers < 0:
+        raise ConfigError(f"call_workers must be 0 (calls made here) or more, got {settings.call_workers!r}.")
     for name in ("timeout", "max_cost", "max_tokens", "max_calls", "rpm", "tpm"):
         value = getattr(settings, name)
         if value is not None and value <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rlm.types import Status
 
 
@@ -39,6 +41,10 @@ class ProviderError(RLMError):
         self.transient = transient
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole, subclasses too (their fields are keyword-only): call workers send errors back."""
+        return _restore, (type(self), self.args, self.__dict__)
+
 
 class StreamInterrupted(ProviderError):
     """A stream broke after some text had arrived; `partial_text` is what arrived and is kept."""
@@ -46,6 +52,13 @@ class StreamInterrupted(ProviderError):
     def __init__(self, message: str, *, partial_text: str, model: str = "") -> None:
         super().__init__(message, model=model, transient=True)
         self.partial_text = partial_text
+
+
+def _restore(cls: type[ProviderError], args: tuple[Any, ...], state: dict[str, Any]) -> ProviderError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class BudgetExceeded(RLMError):

@@ -13,6 +13,7 @@ from rlm.models.gateway import ModelGateway
 from rlm.models.local_only import LocalPolicy
 from rlm.models.provider import Endpoint
 from rlm.models.router import RoutePolicy, Router, Routes
+from rlm.models.workers import CallWorkers
 from rlm.scheduler import Scheduler
 
 
@@ -50,6 +51,7 @@ def build_gateway(
     scheduler: Scheduler,
     events: EventLog,
     policy: RoutePolicy | None = None,
+    workers: CallWorkers | None = None,
 ) -> ModelGateway:
     """The run's gateway; raises LocalOnlyViolation at once if local-only mode forbids a configured model."""
     return ModelGateway(
@@ -59,4 +61,5 @@ def build_gateway(
         events=events,
         cache=open_cache(settings),
         local_only=LocalPolicy.from_setting(settings.local_networks) if settings.local_only else None,
+        workers=workers,
     )

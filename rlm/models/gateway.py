@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rlm.budget import Budget
 from rlm.errors import ProviderError, StreamInterrupted
@@ -26,11 +26,24 @@ from rlm.prompts import clip
 from rlm.scheduler import Scheduler
 from rlm.types import ZERO_USAGE, CallOrigin, Completion, Role, Usage
 
+if TYPE_CHECKING:
+    from rlm.models.workers import CallWorkers
+
 T = TypeVar("T")
 TRACE_CHARS = 4000  # sub-call prompts can hold whole chunks; the trace keeps their head and tail
 REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached reply is replayed word by word, like a live stream
 
 __all__ = ["ModelGateway", "Routes"]
+
+
+class Transport(Protocol):
+    """Who makes a provider call: this process (the `provider` module itself) or `CallWorkers`."""
+
+    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion: ...
+
+    def stream(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
+    ) -> AsyncIterator[str]: ...
 
 
 class _PrefixSkipper:
@@ -71,6 +84,7 @@ class ModelGateway:
         events: EventLog,
         cache: ResponseCache | None = None,
         local_only: LocalPolicy | None = None,
+        workers: CallWorkers | None = None,
     ) -> None:
         self.router = routes if isinstance(routes, Router) else Router(routes)
         self.budget = budget
@@ -78,6 +92,7 @@ class ModelGateway:
         self.events = events
         self.cache = cache
         self.local_only = local_only
+        self._calls: Transport = workers or provider  # who makes the HTTP call: call workers, or this process
         self.usage_by_model: dict[str, Usage] = {}
         self.usage_by_role: dict[str, Usage] = {}
         self.sub_calls = 0  # calls made from REPL code (llm_query and friends), not root turns
@@ -169,7 +184,7 @@ class ModelGateway:
             prepared = self._prepare(endpoint, origin, messages)
             try:
                 completion = await self._with_retries(
-                    endpoint, origin, messages, lambda e=endpoint, p=prepared: provider.complete(e, p)
+                    endpoint, origin, messages, lambda e=endpoint, p=prepared: self._calls.complete(e, p)
                 )
             except ProviderError as error:
                 if index + 1 == len(candidates):
@@ -277,7 +292,7 @@ class ModelGateway:
             try:
                 async with (
                     self.scheduler.slot(endpoint.model, origin, lambda: provider.prompt_tokens(messages)),
-                    contextlib.aclosing(provider.stream(endpoint, prepared, finished.append)) as deltas,
+                    contextlib.aclosing(self._calls.stream(endpoint, prepared, finished.append)) as deltas,
                 ):
                     self.budget.check()  # when the slot is granted: a queued call sees limits reached meanwhile
                     reserved = True

@@ -169,12 +169,16 @@ async def stream(
         raise error from exc
     finally:
         await response.aclose()
-        text = "".join(parts)
-        on_done(
-            Completion(
-                text=text,
-                model=endpoint.model,
-                usage=_usage(endpoint, messages, reported, text),
-                latency_s=time.monotonic() - started,
-            )
-        )
+        on_done(completion_of(endpoint, messages, reported, "".join(parts), started))
+
+
+def completion_of(
+    endpoint: Endpoint, messages: list[dict[str, Any]], reported: Any, text: str, started: float
+) -> Completion:
+    """A streamed reply as a Completion, with the usage the provider `reported` (None: estimated here)."""
+    return Completion(
+        text=text,
+        model=endpoint.model,
+        usage=_usage(endpoint, messages, reported, text),
+        latency_s=time.monotonic() - started,
+    )
