@@ -12,7 +12,8 @@ Channels carry length-prefixed pickles: both ends are this package, never code f
 sandbox's channel, which is, uses JSON).
 
 host -> worker: ("env", environ) first, then ("complete" | "stream", id, Endpoint, messages), ("cancel", id)
-worker -> host: ("delta", id, text), ("done", id, Completion), ("error", id, ProviderError, Completion | None)
+worker -> host: ("ready", 0) once warm, then ("delta", id, text), ("done", id, Completion),
+                ("error", id, ProviderError, Completion | None)
 """
 
 from __future__ import annotations
@@ -106,21 +107,37 @@ async def _worker(control: socket.socket) -> None:
                 hung_up.set_result(None)
             return
         for fd in fds:
-            task = loop.create_task(_serve(socket.socket(fileno=fd)))
+            task = loop.create_task(_serve(socket.socket(fileno=fd), warm))
             channels.add(task)
             task.add_done_callback(channels.discard)
 
+    warm = loop.create_task(_warm_up())
     loop.add_reader(control.fileno(), on_control)
     try:
         await hung_up
     finally:
-        for task in list(channels):
+        for task in [warm, *channels]:
             task.cancel()
-        await asyncio.gather(*channels, return_exceptions=True)
+        await asyncio.gather(warm, *channels, return_exceptions=True)
 
 
-async def _serve(channel: socket.socket) -> None:
-    """One run's channel: answer its calls until the host closes it, then cancel what is left."""
+async def _warm_up() -> None:
+    """Walk litellm's call path once (a mocked reply, nothing sent) before saying ready. A fork shares
+    the zygote's memory until it writes to it, and the first calls write to much of litellm's heap:
+    those page copies (~0.5 s) then happen here, while the host still calls in-process."""
+    from rlm.models.pricing import litellm
+
+    request: dict[str, Any] = {"model": "openai/warm-up", "messages": [{"role": "user", "content": "hi"}]}
+    request |= {"mock_response": "ok", "api_key": "none", "api_base": "http://127.0.0.1:9/v1"}
+    with contextlib.suppress(Exception):
+        await litellm().acompletion(**request)
+        async for _chunk in await litellm().acompletion(**request, stream=True):
+            pass
+
+
+async def _serve(channel: socket.socket, warm: asyncio.Task[None]) -> None:
+    """One run's channel: say ready once warm, answer its calls until the host closes it, then cancel
+    what is left."""
     from rlm.models import provider
 
     reader, writer = await asyncio.open_unix_connection(sock=channel)
@@ -131,6 +148,7 @@ async def _serve(channel: socket.socket) -> None:
         return
     os.environ.clear()
     os.environ.update(environ)  # the host's environment now (keys set since the worker started)
+    await asyncio.shield(warm)
     calls: dict[int, asyncio.Task[None]] = {}
 
     def send(message: tuple[Any, ...]) -> None:
@@ -164,6 +182,7 @@ async def _serve(channel: socket.socket) -> None:
             calls.pop(call_id, None)
 
     handlers = {"complete": complete, "stream": stream}
+    send(("ready", 0))
     try:
         while True:
             try:

@@ -77,17 +77,21 @@ class _Pool:
     def attach(self, count: int) -> list[tuple[socket.socket, int]]:
         """A fresh channel to each of `count` workers (forked as needed): (our end, the worker's pid)."""
         with self._lock:
-            channels = []
+            channels: list[tuple[socket.socket, int]] = []
+            forks = 0
             for index in range(count):
-                for _attempt in range(2):  # a worker that died since the last run is replaced once
-                    if index == len(self.workers):
+                while True:
+                    if index >= len(self.workers):
+                        if forks > count:  # fresh workers die at once: give up, calls stay in-process
+                            raise ConnectionError("call workers exit as soon as they start")
+                        forks += 1
                         self.workers.append(self.zygote.fork())
                     control, pid = self.workers[index]
                     ours, theirs = socket.socketpair()
                     with theirs:
                         try:
                             socket.send_fds(control, [b"c"], [theirs.fileno()])
-                        except OSError:
+                        except OSError:  # it died since the last run: replace it
                             ours.close()
                             control.close()
                             del self.workers[index]
@@ -203,13 +207,24 @@ class CallWorkers:
         except (OSError, ConnectionError) as error:
             self.start_error = f"{type(error).__name__}: {error}"
             return
-        for channel, pid in channels:
-            reader, writer = await asyncio.open_unix_connection(sock=channel)
-            writer.write(encode(("env", dict(os.environ))))  # keys set since the worker started reach it too
-            link = _Link(pid, reader, writer)
-            self._links.append(link)
-            if self._closed:
-                link.close()
+        await asyncio.gather(*(self._join(channel, pid) for channel, pid in channels))
+
+    async def _join(self, channel: socket.socket, pid: int) -> None:
+        """Take a worker into the run once it says it is ready (warm); until then calls run here."""
+        reader, writer = await asyncio.open_unix_connection(sock=channel)
+        writer.write(encode(("env", dict(os.environ))))  # keys set since the worker started reach it too
+        try:
+            await read_message(reader)  # ("ready", 0)
+        except (asyncio.IncompleteReadError, ConnectionError):  # it died before it was ready
+            writer.close()
+            return
+        except asyncio.CancelledError:  # the run ended first
+            writer.close()
+            raise
+        link = _Link(pid, reader, writer)
+        self._links.append(link)
+        if self._closed:
+            link.close()
 
     def _pick(self) -> _Link | None:
         live = [link for link in self._links if link.alive]
