@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import os
 import socket
@@ -20,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models import provider
@@ -29,6 +30,7 @@ from rlm.models.provider import Endpoint
 from rlm.types import Completion
 
 Reply = tuple[str, list[Any]]  # ("delta" | "done" | "error", payload)
+T = TypeVar("T")
 
 
 class _Zygote:
@@ -58,11 +60,9 @@ class _Zygote:
         return self.process.poll() is None
 
     def close(self) -> None:
-        self.control.close()  # it exits when it reads the hang-up
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(2)
-        if self.process.poll() is None:
-            self.process.kill()
+        """At the host's exit: hang up, and stop it now even if it is still importing (it holds no state)."""
+        self.control.close()
+        self.process.terminate()
 
 
 class _Pool:
@@ -203,7 +203,7 @@ class CallWorkers:
 
     async def _start(self) -> None:
         try:
-            channels = await asyncio.to_thread(lambda: _current_pool().attach(self.count))
+            channels = await _in_daemon_thread(lambda: _current_pool().attach(self.count))
         except (OSError, ConnectionError) as error:
             self.start_error = f"{type(error).__name__}: {error}"
             return
@@ -307,3 +307,28 @@ def _for(endpoint: Endpoint, error: ProviderError) -> ProviderError:
     if not error.model:
         error.model = endpoint.model
     return error
+
+
+def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """`work()` in a daemon thread. Not `asyncio.to_thread`: the first attach waits for the zygote's
+    litellm import (~2 s), and a run that ended sooner must not wait for it when its loop shuts down
+    its executor, nor the process at exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def target() -> None:
+        try:
+            result = work()
+        except BaseException as error:  # delivered to the awaiting task
+            report: Callable[[], None] = functools.partial(future.set_exception, error)
+        else:
+            report = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, report)
+
+    threading.Thread(target=target, name="rlm-call-workers-attach", daemon=True).start()
+    return future
