@@ -204,7 +204,7 @@ class CallWorkers:
     async def _start(self) -> None:
         try:
             channels = await _in_daemon_thread(lambda: _current_pool().attach(self.count))
-        except (OSError, ConnectionError) as error:
+        except Exception as error:  # no zygote (e.g. no fork on this OS): the run calls in-process
             self.start_error = f"{type(error).__name__}: {error}"
             return
         await asyncio.gather(*(self._join(channel, pid) for channel, pid in channels))
