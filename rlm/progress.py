@@ -74,6 +74,9 @@ class Progress:
                 self.in_flight = max(0, self.in_flight - 1)
             then = f"retrying in {retry:.1f} s" if retry is not None else "giving up"
             self.console.print(f"[yellow]{escape(event['error'])} ({then})[/]", highlight=False)
+        elif kind == "call_workers" and event.get("error"):
+            warning = f"call workers could not start ({event['error']}); the calls were made in this process"
+            self.console.print(f"[yellow]{escape(warning)}[/]", highlight=False)
         if self._spinner is not None:
             self._spinner.update(self._line())
 

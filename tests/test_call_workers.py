@@ -363,6 +363,60 @@ def test_workers_and_zygote_exit_with_the_host_process(end: str) -> None:
     assert asyncio.run(gone()), [pid for pid in pids if alive(pid)]
 
 
+NO_ZYGOTE = """
+import asyncio, sys
+from rlm.models import workers
+from rlm.models.provider import Endpoint
+
+workers.zygote_command = lambda: [sys.executable, "-c", "raise SystemExit(3)"]  # a zygote that cannot start
+
+async def main():
+    pool = workers.CallWorkers(2)
+    pool.start()
+    assert await pool.wait_ready(60) == 0
+    reply = await pool.complete(Endpoint("openai/test-w", sys.argv[1], "sk-local"), [{"role": "user", "content": "hi"}])
+    print(reply.text, pool.served, pool.in_process, pool.start_error, sep="|")
+
+asyncio.run(main())
+"""
+
+
+def test_when_workers_cannot_start_the_run_calls_in_process_and_says_why(scripted_server: ScriptedServer) -> None:
+    """In its own process, so that this process's pool stays as it is."""
+    scripted_server.script(MODEL, echo)
+    host = subprocess.run(
+        [sys.executable, "-c", NO_ZYGOTE, scripted_server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    assert host.returncode == 0, host.stderr
+    text, served, in_process, error = host.stdout.strip().split("|")
+    assert (text, served, in_process) == ("echo: hi", "0", "1")
+    assert "zygote exited (code 3" in error
+
+
+def test_the_cli_says_when_call_workers_could_not_start(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script("test-root", ["FINAL(42)"])
+    context = tmp_path / "context.txt"
+    context.write_text("some text")
+    cli = (
+        "import sys; from rlm.models import workers; "
+        "workers.zygote_command = lambda: [sys.executable, '-c', 'raise SystemExit(3)']; "
+        "from rlm.cli import main; main(sys.argv[1:])"
+    )
+    args = ["query", "--context", str(context), "--model", "openai/test-root", "--api-base", scripted_server.base_url]
+    args += ["--api-key", "sk-local", "--sandbox", "inprocess", "--no-cache", "--call-workers", "2", "q"]
+    run = subprocess.run(
+        [sys.executable, "-c", cli, *args], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "42"
+    assert "call workers could not start" in run.stderr and "code 3" in run.stderr
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 

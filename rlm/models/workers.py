@@ -45,15 +45,21 @@ class _Zygote:
     def fork(self) -> tuple[socket.socket, int]:
         """A new worker: our end of its control socket, and its pid."""
         ours, theirs = socket.socketpair()
-        with theirs, self._lock:
+        reply = b""
+        with theirs, self._lock, contextlib.suppress(OSError):
             socket.send_fds(self.control, [b"w"], [theirs.fileno()])
-            reply = b""
-            while len(reply) < 4:
-                chunk = self.control.recv(4 - len(reply))
-                if not chunk:
-                    ours.close()
-                    raise ConnectionError(f"the call-worker zygote exited ({self.process.poll()})")
+            while len(reply) < 4 and (chunk := self.control.recv(4 - len(reply))):
                 reply += chunk
+        if len(reply) < 4:
+            ours.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(1)
+            code = self.process.poll()
+            raise ConnectionError(
+                f"the call-worker zygote exited (code {code}; its error, if any, is on stderr)"
+                if code is not None
+                else "the call-worker zygote stopped answering"
+            )
         return ours, struct.unpack("!i", reply)[0]
 
     def alive(self) -> bool:
