@@ -29,7 +29,7 @@ from rlm.models.call_worker import encode, read_message, zygote_command
 from rlm.models.provider import Endpoint
 from rlm.types import Completion
 
-Reply = tuple[str, list[Any]]  # ("delta" | "done" | "error", payload)
+WorkerReply = tuple[str, list[Any]]  # ("delta" | "done" | "error", payload)
 T = TypeVar("T")
 
 
@@ -138,13 +138,13 @@ class _Link:
     def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.pid = pid
         self.writer = writer
-        self.pending: dict[int, asyncio.Queue[Reply]] = {}
+        self.pending: dict[int, asyncio.Queue[WorkerReply]] = {}
         self.alive = True
         self.closed = False  # by us, at the end of the run
         self.reading = asyncio.get_running_loop().create_task(self._read(reader), name=f"rlm-call-worker-{pid}")
 
-    def send(self, call_id: int, request: tuple[Any, ...]) -> asyncio.Queue[Reply]:
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
+    def send(self, call_id: int, request: tuple[Any, ...]) -> asyncio.Queue[WorkerReply]:
+        replies: asyncio.Queue[WorkerReply] = asyncio.Queue()
         self.pending[call_id] = replies
         self.writer.write(encode((request[0], call_id, *request[1:])))
         return replies
