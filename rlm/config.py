@@ -101,7 +101,8 @@ def _convert(name: str, raw: Any, kind: Any, source: str) -> Any:
     try:
         return target(text)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {name} must be a {target.__name__}, got {raw!r}.") from exc
+        kind_name = {int: "a whole number", float: "a number"}.get(target, "text")
+        raise ConfigError(f"{source}: {name} must be {kind_name}, got {raw!r}.") from exc
 
 
 def _model_table(text: str, source: str, form: str) -> dict[str, list[str]]:

@@ -38,10 +38,12 @@ def test_model_limits_from_the_environment_and_the_file(isolated: Path, monkeypa
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("RLM_MAX_COST", "two dollars", "must be a float"),
+        ("RLM_MAX_COST", "two dollars", "must be a number"),
         ("RLM_CACHE", "maybe", "must be true or false"),
         ("RLM_MODEL_LIMITS", "openai/a=rpm", "LIMIT:N"),
         ("RLM_MODEL_LIMITS", "openai/a=speed:3", "the limits are max_in_flight, rpm, tpm"),
+        ("RLM_CALL_WORKERS", "-1", "call_workers must be 0"),
+        ("RLM_CALL_WORKERS", "three", "call_workers must be a whole number, got 'three'"),
     ],
 )
 def test_bad_values_name_their_source(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
