@@ -56,11 +56,12 @@ def zygote_command() -> list[str]:
 
 def zygote() -> None:
     """Import litellm, then fork one worker per control socket the host sends on fd 0, until it hangs up."""
-    from rlm.models import provider
+    import rlm.models.provider  # noqa: F401 - imported once here, for every forked worker
+    from rlm.loop import loop_factory, run
     from rlm.models.pricing import litellm
 
     litellm()  # the import, and gc.freeze: forked workers share the frozen heap
-    del provider  # imported for the workers
+    loop_factory()  # imports uvloop here too, once
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     control = socket.socket(fileno=os.dup(0))
     os.close(0)
@@ -77,8 +78,6 @@ def zygote() -> None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             code = 0
             try:
-                from rlm.loop import run
-
                 run(_worker(socket.socket(fileno=fds[0])))
             except BaseException:  # a worker must never return into the zygote's loop
                 code = 1
