@@ -4,6 +4,10 @@ The parser is fed text deltas and reports each code block the moment its closing
 arrived, so the engine can run it while the rest of the reply is still being generated. FINAL(...)
 and FINAL_VAR(...) are recognised in prose (outside code) at the start of a line, as in the official
 `rlms` protocol.
+
+Every delta is looked at once: the parser keeps its place between deltas (what the current line can
+still turn out to be, the open block's lines, the paren depth of an open FINAL) and collects the reply
+in a list, so parsing is linear in the reply's length however finely it is split.
 """
 
 from __future__ import annotations
@@ -11,9 +15,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-OPEN_FENCE = re.compile(r"^```repl[ \t]*\n", re.MULTILINE)
-CLOSE_FENCE = re.compile(r"^```[ \t]*(\n|$)", re.MULTILINE)
-FINAL_START = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)[ \t]*\(", re.MULTILINE)
+_BLANKS = re.compile(r"[ \t]+")
+_PARENS = re.compile(r"[()]")
+# Whole-line shapes with every run of blanks written as one space; a line is matched against these
+# only while it is short enough to still become one of them.
+_OPEN_FORMS = ("```repl", "```repl ")
+_CLOSE_FORMS = ("```", "``` ")
+_FINAL_FORMS = tuple(
+    f"{lead}{kind}{gap}(" for lead in ("", " ") for kind in ("FINAL_VAR", "FINAL") for gap in ("", " ")
+)
 
 
 @dataclass(frozen=True)
@@ -36,91 +46,119 @@ class FinalMarker:
 
 Event = CodeBlock | FinalMarker
 
+_PROSE, _FINAL, _CODE = "prose", "final", "code"
+
 
 class ReplyParser:
     """Incremental scanner over one reply. Feed deltas; get events in the order they appear."""
 
     def __init__(self) -> None:
-        self.text = ""
-        self._pos = 0  # everything before this offset has been reported on
-        self._in_block_from: int | None = None  # offset of the code body when inside a block
+        self._chunks: list[str] = []
+        self._length = 0  # characters fed so far
+        self._mode = _PROSE
+        self._head: str | None = ""  # the current line, blanks squeezed, while it may still be a marker
+        self._span: list[str] = []  # completed lines of the open block or FINAL value
+        self._line: list[str] = []  # the current line's part of that block or value
+        self._kind = ""  # FINAL or FINAL_VAR while a FINAL value is open
+        self._depth = 0
         self._blocks = 0
 
+    @property
+    def text(self) -> str:
+        """The reply so far."""
+        if len(self._chunks) > 1:
+            self._chunks = ["".join(self._chunks)]
+        return self._chunks[0] if self._chunks else ""
+
     def feed(self, delta: str) -> list[Event]:
-        self.text += delta
-        return self._scan(final=False)
+        events: list[Event] = []
+        if not delta:
+            return events
+        self._chunks.append(delta)
+        offset = self._length
+        self._length += len(delta)
+        start = 0
+        while True:
+            newline = delta.find("\n", start)
+            piece = delta[start:] if newline < 0 else delta[start:newline]
+            self._piece(piece, offset + start, events)
+            if newline < 0:
+                return events
+            self._line_ends(offset + newline + 1, events)
+            start = newline + 1
 
     def finish(self) -> list[Event]:
         """The reply ended: report what only the end can settle (a fence closed by end of text)."""
-        return self._scan(final=True)
-
-    def _scan(self, *, final: bool) -> list[Event]:
         events: list[Event] = []
-        while True:
-            if self._in_block_from is not None:
-                block = self._close_block(final)
-                if block is None:
-                    return events
-                events.append(block)
-                continue
-            event = self._scan_prose(final)
-            if event is None:
-                return events
-            if isinstance(event, FinalMarker):
-                events.append(event)
+        if self._mode == _CODE and self._head in _CLOSE_FORMS:
+            events.append(self._close_block(self._length))
+        elif self._mode == _FINAL:
+            events.append(self._close_final(self._length))
+        self._head = None
+        return events
 
-    def _close_block(self, final: bool) -> CodeBlock | None:
-        assert self._in_block_from is not None
-        body_start = self._in_block_from
-        search_from = body_start
-        while True:
-            match = CLOSE_FENCE.search(self.text, search_from)
-            if match is None:
-                return None
-            at_line_start = match.start() == body_start or self.text[match.start() - 1] == "\n"
-            line_ended = match.group(1) == "\n" or final
-            if not at_line_start:
-                search_from = match.end()
-                continue
-            if not line_ended:
-                return None  # "```" seen, but the line may still turn out to be "```python"
-            code = self.text[body_start : match.start()].rstrip("\n")
-            self._in_block_from = None
-            self._pos = match.end()
-            block = CodeBlock(code=code, index=self._blocks, end=match.end())
-            self._blocks += 1
-            return block
+    def _piece(self, piece: str, at: int, events: list[Event]) -> None:
+        """Take in part of one line (no newline) that starts at offset `at` of the reply."""
+        if self._head is not None and piece:
+            head = _BLANKS.sub(" ", self._head + piece)
+            forms = {_PROSE: _OPEN_FORMS + _FINAL_FORMS, _FINAL: _OPEN_FORMS, _CODE: _CLOSE_FORMS}[self._mode]
+            opened = [form for form in _FINAL_FORMS if head.startswith(form)] if self._mode == _PROSE else []
+            if opened:
+                cut = piece.index("(") + 1  # the line had no "(" before: it would have been settled
+                self._kind = "FINAL_VAR" if "FINAL_VAR" in opened[0] else "FINAL"
+                self._mode, self._depth, self._head = _FINAL, 1, None
+                self._span, self._line = [], []
+                piece, at = piece[cut:], at + cut
+            elif any(form.startswith(head) for form in forms):
+                self._head = head
+            else:
+                self._head = None
+        if self._mode == _FINAL:
+            self._value_piece(piece, at, events)
+        elif self._mode == _CODE:
+            self._line.append(piece)
 
-    def _scan_prose(self, final: bool) -> FinalMarker | bool | None:
-        """Advance through prose. Returns a marker, True when a block opened, None when out of text."""
-        opening = OPEN_FENCE.search(self.text, self._pos)
-        prose_end = opening.start() if opening else len(self.text)
-        marker = self._find_final(self._pos, prose_end, final=final or opening is not None)
-        if marker is not None:
-            self._pos = marker.end
-            return marker
-        if opening is None:
-            return None
-        self._in_block_from = opening.end()
-        self._pos = opening.end()
-        return True
-
-    def _find_final(self, start: int, end: int, *, final: bool) -> FinalMarker | None:
-        match = FINAL_START.search(self.text, start, end)
-        if match is None:
-            return None
-        depth = 1
-        for i in range(match.end(), end):
-            char = self.text[i]
-            if char == "(":
-                depth += 1
-            elif char == ")":
-                depth -= 1
-                if depth == 0:
-                    value = self.text[match.end() : i].strip()
-                    if match.group(1) == "FINAL_VAR":
+    def _value_piece(self, piece: str, at: int, events: list[Event]) -> None:
+        """Count parentheses in a piece of an open FINAL value; close it where the count reaches 0."""
+        if "(" in piece or ")" in piece:
+            for paren in _PARENS.finditer(piece):
+                self._depth += 1 if paren.group() == "(" else -1
+                if self._depth == 0:
+                    self._line.append(piece[: paren.start()])
+                    value = "".join(self._span + self._line).strip()
+                    if self._kind == "FINAL_VAR":
                         value = value.strip("\"'")
-                    return FinalMarker(kind=match.group(1), value=value, end=i + 1)
-        if final:  # unbalanced at the end of the reply: take the rest, as rlms does
-            return FinalMarker(kind=match.group(1), value=self.text[match.end() : end].strip(), end=end)
-        return None
+                    events.append(FinalMarker(kind=self._kind, value=value, end=at + paren.end()))
+                    self._mode, self._head = _PROSE, None  # the rest of this line is plain prose
+                    self._span, self._line = [], []
+                    return
+        self._line.append(piece)
+
+    def _line_ends(self, next_line: int, events: list[Event]) -> None:
+        """A newline arrived; `next_line` is the offset just past it."""
+        if self._mode == _CODE and self._head in _CLOSE_FORMS:
+            events.append(self._close_block(next_line))
+        elif self._head in _OPEN_FORMS and self._mode != _CODE:
+            if self._mode == _FINAL:  # an unbalanced FINAL ends where a block opens
+                line_start = next_line - 1 - sum(map(len, self._line))
+                self._line = []
+                events.append(self._close_final(line_start))
+            self._mode = _CODE
+            self._span, self._line = [], []
+        elif self._mode != _PROSE:
+            self._span.extend(self._line)
+            self._span.append("\n")
+            self._line = []
+        self._head = ""
+
+    def _close_block(self, end: int) -> CodeBlock:
+        block = CodeBlock(code="".join(self._span).rstrip("\n"), index=self._blocks, end=end)
+        self._blocks += 1
+        self._mode, self._span, self._line = _PROSE, [], []
+        return block
+
+    def _close_final(self, end: int) -> FinalMarker:
+        """An unbalanced FINAL takes the rest of its prose, as rlms does."""
+        value = "".join(self._span + self._line).strip()
+        self._mode, self._span, self._line = _PROSE, [], []
+        return FinalMarker(kind=self._kind, value=value, end=end)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,3 +59,62 @@ def test_unclosed_block_is_never_run() -> None:
 def test_unbalanced_final_takes_the_rest_at_the_end() -> None:
     events = parse(["FINAL(the answer is 42"])
     assert events[0].value == "the answer is 42"
+
+
+# The reply parser as it was before it kept state between deltas: regular expressions over the whole
+# text. It is the reference the linear parser must agree with.
+OPEN_FENCE = re.compile(r"^```repl[ \t]*\n", re.MULTILINE)
+CLOSE_FENCE = re.compile(r"^```[ \t]*(\n|$)", re.MULTILINE)
+FINAL_START = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)[ \t]*\(", re.MULTILINE)
+
+
+def reference_events(text: str) -> list:
+    """Events of a whole reply, found by searching the text with the protocol's regular expressions."""
+    events: list = []
+    pos, blocks = 0, 0
+    while True:
+        opening = OPEN_FENCE.search(text, pos)
+        prose_end = opening.start() if opening else len(text)
+        marker = FINAL_START.search(text, pos, prose_end)
+        if marker is not None:
+            depth, end, value = 1, prose_end, text[marker.end() : prose_end].strip()
+            for i in range(marker.end(), prose_end):
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                if depth == 0:
+                    end, value = i + 1, text[marker.end() : i].strip()
+                    value = value.strip("\"'") if marker.group(1) == "FINAL_VAR" else value
+                    break
+            events.append(FinalMarker(marker.group(1), value, end))
+            pos = end
+            continue
+        if opening is None:
+            return events
+        close = CLOSE_FENCE.search(text, opening.end())
+        if close is None:
+            return events
+        events.append(CodeBlock(text[opening.end() : close.start()].rstrip("\n"), blocks, close.end()))
+        blocks, pos = blocks + 1, close.end()
+
+
+PIECES = ["```repl", "```", "```python", "repl", "FINAL", "FINAL_VAR", "(", ")", "'", "x", " ", "\t", "\n", "\n\n"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.lists(st.integers(min_value=1, max_value=200)))
+def test_random_replies_in_random_chunks_match_the_whole_text_reference(parts: list[str], cuts: list[int]) -> None:
+    reply = "".join(parts)
+    points = sorted({cut for cut in cuts if cut < len(reply)})
+    deltas = [reply[a:b] for a, b in zip([0, *points], [*points, len(reply)], strict=True)]
+    assert parse(deltas) == reference_events(reply)
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.integers(min_value=1, max_value=5))
+def test_fixed_size_chunks_match_the_whole_text_reference(parts: list[str], size: int) -> None:
+    reply = "".join(parts)
+    assert parse([reply[i : i + size] for i in range(0, len(reply), size)]) == reference_events(reply)
+
+
+def test_text_is_the_whole_reply_after_many_deltas() -> None:
+    parser = ReplyParser()
+    for char in REPLY:
+        parser.feed(char)
+    assert parser.text == REPLY
