@@ -24,7 +24,9 @@ EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    click.echo(f"rlm: {message}", err=True)
+    from rlm.terminal import for_stream
+
+    click.echo(f"rlm: {for_stream(message, sys.stderr)}", err=True)
     sys.exit(code)
 
 
@@ -134,6 +136,11 @@ def _settings(fallbacks: tuple[str, ...], options: dict[str, Any]) -> dict[str, 
 )
 @_engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of the bare answer.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Print the answer byte for byte, escape sequences included (on a terminal they are shown escaped).",
+)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write the whole trajectory as JSONL.")
 @click.option("--verbose", "-v", is_flag=True, help="Show each code block and its output on stderr.")
 def query(
@@ -142,6 +149,7 @@ def query(
     errors: str,
     fallbacks: tuple[str, ...],
     as_json: bool,
+    raw: bool,
     trace: str | None,
     verbose: bool,
     **options: Any,
@@ -159,7 +167,7 @@ def query(
             result = engine.query(context, question, trace=trace, on_event=progress)
     except (ConfigError, ContextError) as exc:  # includes a local-only refusal, before anything is sent
         _fail(str(exc))
-    _report(result, as_json=as_json, trace=trace)
+    _report(result, as_json=as_json, trace=trace, raw=raw)
 
 
 @contextlib.contextmanager
@@ -172,13 +180,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _report(result: Any, *, as_json: bool, trace: str | None) -> None:
+def _report(result: Any, *, as_json: bool, trace: str | None, raw: bool = False) -> None:
+    from rlm.terminal import for_stream, json_safe
     from rlm.types import Status
 
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json_safe(json.dumps(result.to_dict(), indent=2, ensure_ascii=False)))
+    elif result.answer is not None and raw:
+        sys.stdout.write(result.answer + "\n")  # not click.echo, which strips colour codes off a pipe
+        sys.stdout.flush()
     elif result.answer is not None:
-        click.echo(result.answer)
+        click.echo(for_stream(result.answer, sys.stdout))
     usage = result.usage
     priced = "" if usage.priced else " (some models have no price: cost incomplete)"
     click.echo(
@@ -190,7 +202,7 @@ def _report(result: Any, *, as_json: bool, trace: str | None) -> None:
         return
     kept = f" The trajectory is in {trace}." if trace else " Re-run with --trace FILE to keep the trajectory."
     partial = "The partial answer above is the best so far." if result.answer else "No answer was reached."
-    click.echo(f"rlm: stopped: {result.error}. {partial}{kept}", err=True)
+    click.echo(f"rlm: stopped: {for_stream(str(result.error), sys.stderr)}. {partial}{kept}", err=True)
     codes = {
         Status.INTERRUPTED: EXIT_INTERRUPTED,
         Status.PROVIDER_ERROR: EXIT_PROVIDER,
@@ -260,6 +272,39 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
         _fail(str(exc), EXIT_PROVIDER)
     except KeyboardInterrupt:
         _fail("interrupted; finished tasks are kept, re-run the same command to resume.", EXIT_INTERRUPTED)
+
+
+@main.command()
+@click.argument("jobs", type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Results JSONL (resumable).")
+@click.option(
+    "--concurrency", type=int, default=4, show_default=True, help="Jobs run in parallel (an embedded Ray's CPUs)."
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
+)
+@_engine_options
+def batch(jobs: str, out_path: str, concurrency: int, ray_address: str | None, **options: Any) -> None:
+    """Answer every job of JOBS, a JSONL file of {"question", "context" (text) or "context_path" (file),
+    optional "id"}. Rows are appended to --out as jobs end; a re-run does only the missing ones.
+
+    Engine options apply to each job's run; --rpm and --max-in-flight hold across the whole batch."""
+    from rlm.batch import run_batch
+    from rlm.errors import ConfigError, ContextError
+
+    fallbacks = options.pop("fallbacks")
+    try:
+        run_batch(jobs, out_path, _settings(fallbacks, options), concurrency=concurrency, ray_address=ray_address)
+    except (ConfigError, ContextError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; finished jobs are kept, re-run the same command to resume.", EXIT_INTERRUPTED)
 
 
 @main.group()

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from asyncio_throttle import Throttler
 
@@ -155,11 +156,32 @@ class _Gate:
                 await self.tokens.acquire(tokens())
 
 
+class SharedLimiter(Protocol):
+    """Limits shared beyond one run (every run of a batch, every worker of a Ray cluster): consulted
+    once per provider call, after the run's own slot and rates, and released when the call ends."""
+
+    async def acquire(self, model: str) -> object: ...
+
+    async def release(self, model: str, ticket: object) -> None: ...
+
+
+_shared_limiter: SharedLimiter | None = None
+
+
+def set_shared_limiter(limiter: SharedLimiter | None) -> SharedLimiter | None:
+    """Make every Scheduler created afterwards in this process consult `limiter`; returns the previous
+    one. Runs build their own Scheduler, so a batch or a Ray worker installs its limiter here."""
+    global _shared_limiter
+    previous, _shared_limiter = _shared_limiter, limiter
+    return previous
+
+
 @dataclass
 class Scheduler:
     default: ModelLimits = field(default_factory=ModelLimits)
     per_model: dict[str, ModelLimits] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    shared: SharedLimiter | None = field(default_factory=lambda: _shared_limiter)
     _gates: dict[str, _Gate] = field(default_factory=dict, init=False)
 
     def _gate(self, model: str) -> _Gate:
@@ -176,14 +198,19 @@ class Scheduler:
         it is only called when the model has a tokens-per-minute limit."""
         gate = self._gate(model)
         await gate.acquire(origin)
+        ticket: object = None
         try:
             await gate.pace(tokens)
+            if self.shared is not None:
+                ticket = await self.shared.acquire(model)
             yield
         except ProviderError as error:
             if error.status_code == 429 and error.retry_after:
                 gate.resume_at = max(gate.resume_at, time.monotonic() + error.retry_after)
             raise
         finally:
+            if ticket is not None and self.shared is not None:
+                await asyncio.shield(self.shared.release(model, ticket))
             gate.release(origin)
 
     def in_flight(self, model: str) -> int:

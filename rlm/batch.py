@@ -1,0 +1,319 @@
+"""`rlm batch`: one question per line of a JSONL file, many runs, locally or on Ray (rlm.ray_backend).
+
+Each job line is an object with "question" and exactly one of "context" (the text itself) or
+"context_path" (a file, relative to the jobs file's folder), and optionally "id" (default: the line's
+index). Results are appended to the output JSONL the moment each job ends, so a re-run skips the jobs
+that already have a result there (those that ended in an error, a provider error or an interrupt run
+again; the newest row of an id wins).
+
+Jobs travel as these small specs, never as context bytes: whoever runs a job reads its own context.
+When --rpm or --max-in-flight is given it holds for the whole batch (all runs share one key), through
+one `SweepLimiter` consulted by every run's scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlm.errors import ConfigError
+
+RETRY_STATUSES = frozenset({"error", "provider_error", "interrupted"})  # run again on resume
+
+
+@dataclass(frozen=True)
+class Job:
+    """One line of the jobs file, as it travels to whoever runs it."""
+
+    id: str
+    question: str
+    context: str | None = None
+    context_path: str | None = None
+
+
+def load_jobs(path: str | Path) -> list[Job]:
+    """Parse and check every line before anything runs, so a typo on line 900 fails at once."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the jobs file {path}: {exc.strerror or exc}") from exc
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        where = f"{path}:{index + 1}"
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not a JSON object ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: each line must be a JSON object with 'question' and a context")
+        question = data.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise ConfigError(f"{where}: 'question' must be a non-empty string")
+        has_text, has_path = "context" in data, "context_path" in data
+        if has_text == has_path:
+            raise ConfigError(f"{where}: give exactly one of 'context' (the text) or 'context_path' (a file)")
+        context_path = None
+        if has_path:
+            if not isinstance(data["context_path"], str):
+                raise ConfigError(f"{where}: 'context_path' must be a string (a file path)")
+            context_path = str((path.parent / data["context_path"]).resolve())
+            if not Path(context_path).is_file():
+                raise ConfigError(f"{where}: context file not found: {data['context_path']}")
+        elif not isinstance(data["context"], str):
+            raise ConfigError(f"{where}: 'context' must be a string (use 'context_path' for a file)")
+        job_id = str(data.get("id", index))
+        if job_id in seen:
+            raise ConfigError(f"{where}: duplicate id {job_id!r}")
+        seen.add(job_id)
+        jobs.append(Job(job_id, question, data.get("context") if has_text else None, context_path))
+    if not jobs:
+        raise ConfigError(f"{path}: no jobs")
+    return jobs
+
+
+def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The newest row per id in a results file (a torn last line from a killed run is ignored)."""
+    rows: dict[str, dict[str, Any]] = {}
+    path = Path(path)
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "id" in row:
+            rows[str(row["id"])] = row
+    return rows
+
+
+def _failed_row(job: Job, error: str, wall_time_s: float = 0.0) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": "error",
+        "answer": None,
+        "error": error,
+        "cost_usd": 0.0,
+        "total_tokens": 0,
+        "sub_calls": 0,
+        "iterations": 0,
+        "wall_time_s": round(wall_time_s, 3),
+    }
+
+
+async def arun_job(job: Job, rlm: Any) -> dict[str, Any]:
+    """One job's row. Any failure of this job alone (unreadable file, harness bug) is its row's error."""
+    from rlm.context import Context
+
+    start = time.monotonic()
+    try:
+        context = Context.from_path(job.context_path) if job.context_path else job.context
+        result = await rlm.aquery(context, job.question)
+    except ConfigError:
+        raise  # the whole batch is misconfigured (e.g. local-only refused the endpoint)
+    except Exception as exc:
+        return _failed_row(job, f"{type(exc).__name__}: {exc}", time.monotonic() - start)
+    return {
+        "id": job.id,
+        "status": result.status.value,
+        "answer": result.answer,
+        "error": result.error,
+        "cost_usd": result.usage.cost_usd,
+        "total_tokens": result.usage.total_tokens,
+        "sub_calls": result.sub_calls,
+        "iterations": result.iterations,
+        "wall_time_s": round(result.wall_time_s, 3),
+    }
+
+
+class SweepLimiter:
+    """Per-model in-flight and requests-per-`period` limits over every run of a batch (or, inside a
+    Ray actor, over every worker). Tickets name grants, so a release that overtakes its own acquire
+    (a caller cancelled while asking a remote actor) abandons the grant instead of leaking it."""
+
+    def __init__(self, max_in_flight: int | None = None, rpm: int | None = None, period: float = 60.0) -> None:
+        self.max_in_flight = max_in_flight
+        self.rpm = rpm
+        self.period = period
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        self._sent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._granted: set[str] = set()
+        self._abandoned: set[str] = set()
+        self._changed = asyncio.Condition()
+        self.peak_in_flight = 0
+        self.grants = 0
+
+    def _wait_s(self, model: str) -> float | None:
+        """0 when a call may go now, the seconds until the rate allows one, None to wait for a release."""
+        if self.max_in_flight is not None and self._in_flight[model] >= self.max_in_flight:
+            return None
+        if self.rpm is None:
+            return 0.0
+        sent, now = self._sent[model], time.monotonic()
+        while sent and now - sent[0] >= self.period:
+            sent.popleft()
+        return 0.0 if len(sent) < self.rpm else sent[0] + self.period - now
+
+    async def acquire(self, model: str, ticket: str | None = None) -> str:
+        ticket = ticket or uuid.uuid4().hex
+        async with self._changed:
+            while ticket not in self._abandoned and (wait := self._wait_s(model)) != 0.0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), wait)
+            if ticket in self._abandoned:
+                self._abandoned.discard(ticket)
+                return ticket
+            self._in_flight[model] += 1
+            self._sent[model].append(time.monotonic())
+            self._granted.add(ticket)
+            self.grants += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight[model])
+            return ticket
+
+    async def release(self, model: str, ticket: str) -> None:
+        async with self._changed:
+            if ticket in self._granted:
+                self._granted.discard(ticket)
+                self._in_flight[model] -= 1
+            else:
+                self._abandoned.add(ticket)
+            self._changed.notify_all()
+
+    def stats(self) -> dict[str, int]:
+        return {"grants": self.grants, "peak_in_flight": self.peak_in_flight}
+
+
+def batch_limiter(options: dict[str, Any]) -> SweepLimiter | None:
+    """The batch-wide limiter --rpm / --max-in-flight ask for (None when neither is given)."""
+    rpm, in_flight = options.get("rpm"), options.get("max_in_flight")
+    return SweepLimiter(max_in_flight=in_flight, rpm=rpm) if rpm or in_flight else None
+
+
+class ResultsFile:
+    """The output JSONL: which jobs are already done, and one flushed line per finished job."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = {i for i, row in read_results(self.path).items() if row.get("status") not in RETRY_STATUSES}
+        self.written: list[dict[str, Any]] = []
+
+    def todo(self, jobs: Iterable[Job]) -> list[Job]:
+        return [job for job in jobs if job.id not in self.done]
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.written.append(row)
+
+
+async def arun_local(
+    jobs: list[Job],
+    out: ResultsFile,
+    options: dict[str, Any],
+    *,
+    concurrency: int = 4,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run the jobs not yet done, `concurrency` at a time, in this process."""
+    from rlm.api import RLM
+    from rlm.scheduler import set_shared_limiter
+
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    rlm = RLM(**options)
+    gate = asyncio.Semaphore(concurrency)
+    previous = set_shared_limiter(batch_limiter(options))
+
+    async def one(job: Job) -> None:
+        async with gate:
+            row = await arun_job(job, rlm)
+        out.write(row)
+        if on_row:
+            on_row(row)
+
+    try:
+        runs = [asyncio.ensure_future(one(job)) for job in out.todo(jobs)]
+        try:
+            await asyncio.gather(*runs)
+        finally:  # Ctrl-C or a batch-wide error: stop the others; what finished is already written
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+    finally:
+        set_shared_limiter(previous)
+
+
+def run_batch(
+    jobs_path: str | Path,
+    out_path: str | Path,
+    options: dict[str, Any],
+    *,
+    concurrency: int = 4,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run (or resume) a batch, locally or on Ray when `ray_address` is given ('local' starts an
+    embedded Ray with `concurrency` CPUs); returns the newest row of every job in the results file."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlm.api import RLM
+    from rlm.loop import run
+
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    jobs = load_jobs(jobs_path)
+    RLM(**options)  # a missing model or a bad option fails here, before any job starts
+    out = ResultsFile(out_path)
+    todo = out.todo(jobs)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    if progress and len(todo) < len(jobs):
+        err.print(f"resuming {out.path}: {len(jobs) - len(todo)} of {len(jobs)} jobs already done, {len(todo)} to run")
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not progress,
+    )
+    failed = 0
+    with bar:
+        where = f"on Ray ({ray_address})" if ray_address else "local"
+        bar_id = bar.add_task(f"batch {where}", total=len(jobs), completed=len(jobs) - len(todo), failed=0)
+
+        def on_row(row: dict[str, Any]) -> None:
+            nonlocal failed
+            failed += row["status"] in RETRY_STATUSES
+            bar.update(bar_id, advance=1, failed=failed)
+
+        if ray_address:
+            from rlm import ray_backend
+
+            ray_backend.connect(ray_address, num_cpus=concurrency)
+            limiter = ray_backend.start_limiter(options)
+            ray_backend.run_on_ray(jobs, out, options, limiter=limiter, on_row=on_row)
+        else:
+            run(arun_local(jobs, out, options, concurrency=concurrency, on_row=on_row))
+    rows = read_results(out.path)
+    if progress:
+        ids = {job.id for job in jobs}
+        retry = [row for i, row in rows.items() if i in ids and row.get("status") in RETRY_STATUSES]
+        if retry:
+            err.print(f"{len(retry)} of {len(jobs)} jobs failed ({retry[0]['error']}); re-run to retry them")
+        err.print(f"results in {out.path}")
+    return rows

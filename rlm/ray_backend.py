@@ -1,0 +1,140 @@
+"""Run a batch on Ray: an embedded local Ray, or a cluster joined by address.
+
+Jobs go out as specs (`rlm.batch.Job`: a question and a context text or path, never a loaded
+context); each worker reads its own context and runs the job with the batch's options. Rows come back
+as they finish (ray.wait) and the driver appends them to the results file at once. A job that fails
+alone comes back as a failed row; a worker that dies has its job retried elsewhere (max_retries); Ctrl-C
+cancels the jobs still running and keeps every row already written. --rpm / --max-in-flight hold
+across the cluster through one limiter actor that every worker's scheduler consults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from rlm.batch import Job, ResultsFile, SweepLimiter, _failed_row, arun_job, batch_limiter
+from rlm.errors import ConfigError
+
+MAX_RETRIES = 3  # a job whose worker died runs again on another one, this many times
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "--ray needs Ray, which is not installed: pip install 'rlm-engine[ray]' (or pip install ray)"
+        ) from exc
+    return ray
+
+
+def connect(address: str | None, num_cpus: int) -> Any:
+    """Start an embedded Ray with `num_cpus` workers (address None or 'local'), or join a cluster
+    ('auto', 'ray://host:10001', 'host:6379'). Already connected: kept as it is."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        if address in (None, "", "local"):
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    return ray
+
+
+class ActorLimiter:
+    """`rlm.scheduler.SharedLimiter` over the cluster's limiter actor (used inside each worker)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def acquire(self, model: str) -> object:
+        ticket = uuid.uuid4().hex
+        try:
+            await self.actor.acquire.remote(model, ticket)
+        except asyncio.CancelledError:
+            self.actor.release.remote(model, ticket)  # abandons the grant, whether or not it was made
+            raise
+        return ticket
+
+    async def release(self, model: str, ticket: object) -> None:
+        await self.actor.release.remote(model, ticket)
+
+
+@functools.cache
+def _remote() -> tuple[Any, Any]:
+    """The remote job function and limiter actor class (defined once Ray is imported)."""
+    ray = import_ray()
+
+    @ray.remote(max_retries=MAX_RETRIES)
+    def run_job(job: Job, options: dict[str, Any], limiter: Any) -> dict[str, Any]:
+        from rlm.api import RLM
+        from rlm.loop import run
+        from rlm.scheduler import set_shared_limiter
+
+        set_shared_limiter(ActorLimiter(limiter) if limiter is not None else None)
+        try:
+            return run(arun_job(job, RLM(**options)))
+        finally:
+            set_shared_limiter(None)
+
+    @ray.remote(num_cpus=0)
+    class LimiterActor:
+        def __init__(self, max_in_flight: int | None, rpm: int | None, period: float) -> None:
+            self.limiter = SweepLimiter(max_in_flight=max_in_flight, rpm=rpm, period=period)
+
+        async def acquire(self, model: str, ticket: str) -> str:
+            return await self.limiter.acquire(model, ticket)
+
+        async def release(self, model: str, ticket: str) -> None:
+            await self.limiter.release(model, ticket)
+
+        async def stats(self) -> dict[str, int]:
+            return self.limiter.stats()
+
+    return run_job, LimiterActor
+
+
+def start_limiter(options: dict[str, Any], period: float = 60.0) -> Any:
+    """The cluster-wide limiter actor for --rpm / --max-in-flight, or None when neither is given."""
+    local = batch_limiter(options)
+    if local is None:
+        return None
+    _, actor_class = _remote()
+    return actor_class.remote(local.max_in_flight, local.rpm, period)
+
+
+def run_on_ray(
+    jobs: list[Job],
+    out: ResultsFile,
+    options: dict[str, Any],
+    *,
+    limiter: Any = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Submit every job not yet done and write each row the moment it comes back. The caller connects
+    (`connect`) and may pass a limiter actor (`start_limiter`)."""
+    ray = import_ray()
+    run_job, _ = _remote()
+    options_ref = ray.put(options)
+    pending = {run_job.remote(job, options_ref, limiter): job for job in out.todo(jobs)}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # raised in the job past its own handling, or lost
+                    row = _failed_row(job, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}")
+                out.write(row)
+                if on_row:
+                    on_row(row)
+    finally:  # Ctrl-C or an error on the driver: nothing keeps running on the cluster
+        for ref in pending:
+            ray.cancel(ref, force=True)
