@@ -3,6 +3,7 @@
 On a terminal it is one status line redrawn in place (rich); otherwise it stays quiet apart from
 retries and provider errors, so logs of scripted runs stay readable. `verbose` also shows each code
 block as it starts running and what it printed, which is how `rlm demo` lets a newcomer watch.
+Code, outputs and errors come from the model: on a terminal their control characters are shown escaped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from rlm.events import Event
 from rlm.prompts import clip
+from rlm.terminal import neutralise
 
 SHOWN_OUTPUT_CHARS = 1500
 
@@ -73,24 +75,28 @@ class Progress:
             if event["role"] != "root" and retry is None:
                 self.in_flight = max(0, self.in_flight - 1)
             then = f"retrying in {retry:.1f} s" if retry is not None else "giving up"
-            self.console.print(f"[yellow]{escape(event['error'])} ({then})[/]", highlight=False)
+            self.console.print(f"[yellow]{escape(self._safe(event['error']))} ({then})[/]", highlight=False)
         elif kind == "call_workers" and event.get("error"):
             warning = f"call workers could not start ({event['error']}); the calls were made in this process"
-            self.console.print(f"[yellow]{escape(warning)}[/]", highlight=False)
+            self.console.print(f"[yellow]{escape(self._safe(warning))}[/]", highlight=False)
         if self._spinner is not None:
             self._spinner.update(self._line())
+
+    def _safe(self, text: str) -> str:
+        return neutralise(text) if self.console.is_terminal else text
 
     def _where(self, event: Event) -> str:
         node = "root" if not event["path"] else "child " + ".".join(map(str, event["path"]))
         return f"{node} · turn {event['iteration']} · block {event['index'] + 1}"
 
     def _show_code(self, event: Event) -> None:
-        code = Syntax(event["code"], "python", theme="ansi_dark", background_color="default")
+        code = Syntax(self._safe(event["code"]), "python", theme="ansi_dark", background_color="default")
         self.console.print(Panel(code, title=f"running: {self._where(event)}", title_align="left"))
 
     def _show_output(self, event: Event) -> None:
         parts = [event.get("stdout") or "", event.get("error") or "", event.get("notice") or ""]
         shown = clip("\n".join(p.rstrip("\n") for p in parts if p), SHOWN_OUTPUT_CHARS) or "(no output)"
+        shown = self._safe(shown)
         style = "red" if event.get("error") else "dim"
         took = f"{event.get('duration_s', 0):.2f} s"
         self.console.print(Panel(Text(shown, style=style), title=f"output · {took}", title_align="left"))
