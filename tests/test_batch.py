@@ -1,0 +1,154 @@
+"""`rlm batch`: job files, local runs and resume against the scripted server; then the same batch on a
+real local Ray (skipped when Ray is not installed), with the cluster-wide limiter counted at the server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from rlm.batch import ResultsFile, load_jobs, read_results, run_batch
+from rlm.cli import main
+from rlm.errors import ConfigError
+from rlm.scripted import ChatRequest, Fault, Reply, ScriptedServer
+
+RAY_MISSING = importlib.util.find_spec("ray") is None
+
+
+def _policy(request: ChatRequest) -> Reply | Fault:
+    """Answers with the context's length; a question containing 'boom' gets a provider error."""
+    if "boom" in json.dumps(request.messages):
+        return Fault(400, "scripted refusal")
+    return Reply("```repl\nFINAL(len(context))\n```")
+
+
+def _jobs(tmp_path: Path, *, boom: bool = True, n: int = 4) -> Path:
+    (tmp_path / "doc.txt").write_text("twelve chars")
+    lines = [{"id": "file", "question": "how long?", "context_path": "doc.txt"}]
+    lines += [{"question": f"how long {i}?", "context": "x" * (i + 1)} for i in range(n - 1)]
+    if boom:
+        lines.append({"id": "bad", "question": "boom", "context": "abc"})
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def _options(server: ScriptedServer, **extra: Any) -> dict[str, Any]:
+    return {"model": "openai/root", "api_base": server.base_url, "api_key": "x", "max_iterations": 3, **extra}
+
+
+def _max_overlap(server: ScriptedServer) -> int:
+    """The most requests the server was handling at one time."""
+    edges = []
+    for record in server.records():
+        assert record.finished_at is not None
+        edges += [(record.received_at, 1), (record.finished_at, -1)]
+    now = peak = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_local_batch_writes_rows_and_resumes(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script("root", _policy)
+    jobs, out = _jobs(tmp_path), tmp_path / "out" / "results.jsonl"
+    rows = run_batch(jobs, out, _options(scripted_server), concurrency=3, progress=False)
+    assert {i: r["answer"] for i, r in rows.items()} == {"file": "12", "1": "1", "2": "2", "3": "3", "bad": None}
+    assert rows["bad"]["status"] == "provider_error" and "scripted refusal" in rows["bad"]["error"]
+    assert len(scripted_server.records()) == 5
+
+    scripted_server.reset()
+    scripted_server.script("root", lambda request: "```repl\nFINAL('fixed')\n```")
+    again = run_batch(jobs, out, _options(scripted_server), concurrency=3, progress=False)
+    assert len(scripted_server.records()) == 1  # only the failed job ran again
+    assert again["bad"]["answer"] == "fixed" and again["file"]["answer"] == "12"
+    assert len(out.read_text().splitlines()) == 6  # rows are appended; the newest row of an id wins
+
+
+def test_batch_wide_in_flight_limit_holds_at_the_server(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.05))
+    jobs = _jobs(tmp_path, boom=False, n=6)
+    run_batch(jobs, tmp_path / "r.jsonl", _options(scripted_server, max_in_flight=1), concurrency=6, progress=False)
+    assert len(scripted_server.records()) == 6
+    assert _max_overlap(scripted_server) == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"question": "q"}', "exactly one of 'context' (the text) or 'context_path'"),
+        ('{"question": "q", "context": "a", "context_path": "b"}', "exactly one of"),
+        ('{"context": "a"}', "'question' must be a non-empty string"),
+        ('{"question": "q", "context_path": "nowhere.txt"}', "context file not found: nowhere.txt"),
+        ("[1, 2]", "each line must be a JSON object"),
+        ('{"question": "q", "context": "a"', "not a JSON object"),
+        ('{"id": 1, "question": "q", "context": "a"}\n{"id": "1", "question": "r", "context": "b"}', "duplicate id"),
+    ],
+)
+def test_bad_job_lines_are_named(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=r"jobs\.jsonl:[12]: ") as caught:
+        load_jobs(path)
+    assert message in str(caught.value)
+
+
+def test_cli_batch_runs_and_reports_bad_input(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script("root", _policy)
+    jobs, out = _jobs(tmp_path, boom=False, n=2), tmp_path / "r.jsonl"
+    common = ["--model", "openai/root", "--api-base", scripted_server.base_url, "--api-key", "x"]
+    done = CliRunner().invoke(main, ["batch", str(jobs), "--out", str(out), *common])
+    assert done.exit_code == 0, done.output
+    assert {i: r["answer"] for i, r in read_results(out).items()} == {"file": "12", "1": "1"}  # ids: line indices
+    (tmp_path / "empty.jsonl").write_text("\n")
+    bad = CliRunner().invoke(main, ["batch", str(tmp_path / "empty.jsonl"), "--out", str(out), *common])
+    assert bad.exit_code == 1 and "empty.jsonl: no jobs" in bad.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# On a real local Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    if RAY_MISSING:
+        pytest.skip("Ray is not installed (pip install 'rlm-engine[ray]')")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _comparable(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {i: {k: v for k, v in r.items() if k != "wall_time_s"} for i, r in rows.items()}
+
+
+def test_ray_and_local_give_the_same_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script("root", _policy)
+    jobs = _jobs(tmp_path)
+    local = run_batch(jobs, tmp_path / "local.jsonl", _options(scripted_server), progress=False)
+    on_ray = run_batch(jobs, tmp_path / "ray.jsonl", _options(scripted_server), ray_address="local", progress=False)
+    assert _comparable(on_ray) == _comparable(local)
+    assert on_ray["bad"]["status"] == "provider_error"  # one job failing alone is its own row
+    assert len(scripted_server.records()) == 10
+
+
+def test_cluster_limiter_holds_across_workers(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    from rlm import ray_backend
+
+    scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.1))
+    options = _options(scripted_server, max_in_flight=1)
+    out = ResultsFile(tmp_path / "r.jsonl")
+    limiter = ray_backend.start_limiter(options)
+    ray_backend.run_on_ray(load_jobs(_jobs(tmp_path, boom=False, n=6)), out, options, limiter=limiter)
+    assert [row["status"] for row in out.written] == ["completed"] * 6
+    assert len(scripted_server.records()) == 6
+    assert _max_overlap(scripted_server) == 1
+    assert local_ray.get(limiter.stats.remote()) == {"grants": 6, "peak_in_flight": 1}
