@@ -38,7 +38,7 @@ def _load_context(paths: tuple[str, ...], errors: str) -> Any:
     if "-" in paths:
         if len(paths) > 1:
             _fail("--context - (stdin) cannot be combined with files.")
-        return Context.from_stdin_bytes(sys.stdin.buffer.read(), errors=errors)
+        return Context.from_stream(sys.stdin.buffer, errors=errors)
     if len(paths) == 1:
         return Context.from_path(paths[0], errors=errors)
     return Context.from_paths(list(paths), errors=errors)

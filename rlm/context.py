@@ -53,7 +53,7 @@ import weakref
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rlm.errors import ContextError
 
@@ -407,6 +407,37 @@ def _bytes_store(data: bytes | bytearray | memoryview, errors: str, label: str) 
         return _repaired(data, label)
 
 
+def _stream_store(stream: BinaryIO, errors: str, label: str) -> _Store:
+    """A stream (stdin) copied window by window into a sealed anonymous file: the file is the only
+    copy, where reading the stream whole first would hold the context twice."""
+    if errors not in _ERRORS:
+        raise ValueError(f"errors must be one of {_ERRORS}, not {errors!r}")
+    fd, path, resources = _anonymous_file(label)
+    try:
+        with open(fd, "wb", closefd=False) as out:
+            while piece := stream.read(_WINDOW):
+                out.write(piece)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise ContextError("context is empty: there is nothing to read")
+        _seal(fd)
+        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        resources.insert(0, buf)
+        _check_text(buf, "context")
+        try:
+            index = _build_index(buf)
+        except _BadUtf8 as bad:
+            if errors == "strict":
+                raise _not_utf8("context", bad.offset) from None
+            repaired = _repaired(buf, label)
+            _release(resources)
+            return repaired
+    except BaseException:
+        _release(resources)
+        raise
+    return _Store(buf, index, label, resources, _source(path, size, None, index, label))
+
+
 def _encoded(texts: Iterable[str], errors: str) -> Iterator[bytes]:
     """UTF-8 of `texts` in bounded pieces (lone surrogates: an error, or '?' with errors='replace')."""
     for text in texts:
@@ -567,6 +598,11 @@ class Context:
     def from_stdin_bytes(data: bytes, *, errors: str = "strict") -> Context:
         """Bytes read from standard input (same checks as a file)."""
         return _root_view(_bytes_store(data, errors, "stdin"), None)
+
+    @staticmethod
+    def from_stream(stream: BinaryIO, *, errors: str = "strict") -> Context:
+        """A binary stream such as `sys.stdin.buffer`, read once straight into the context's store."""
+        return _root_view(_stream_store(stream, errors, "stdin"), None)
 
     @staticmethod
     def from_spec(spec: Mapping[str, Any]) -> Context:
