@@ -159,7 +159,7 @@ class RLM:
             after_block=s.after_block,
             max_output_chars=s.max_output_chars,
             sandbox=s.sandbox,
-            cell_limits=CellLimits(timeout_s=s.cell_timeout),
+            cell_limits=CellLimits(timeout_s=s.cell_timeout, memory_mb=s.sandbox_memory_mb or sandbox_memory_for(ctx)),
         )
         with self._run(trace, on_event) as (events, budget, gateway):
             routes = gateway.routes
@@ -234,6 +234,12 @@ class RLM:
     def direct(self, context: Any, question: str, **kwargs: Any) -> RLMResult:
         """Blocking `adirect`."""
         return _blocking(lambda: self.adirect(context, question, **kwargs))
+
+
+def sandbox_memory_for(context: Any) -> int:
+    """The default REPL memory cap in MB: 1 GiB of room for cell work plus a full str copy of the
+    context (up to 4 bytes a character), so `context.split()`-style code on a large context fits."""
+    return 1024 + 4 * context.describe()["total_chars"] // 2**20
 
 
 def _as_context(context: Any) -> Any:

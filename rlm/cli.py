@@ -78,6 +78,13 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-tokens", type=int, help="Token limit of a run (the whole tree)."),
         click.option("--max-calls", type=int, help="Model-call limit of a run (the whole tree)."),
         click.option("--cell-timeout", type=float, help="Seconds of computation per REPL cell (default 60)."),
+        click.option(
+            "--sandbox-memory",
+            "sandbox_memory_mb",
+            type=int,
+            metavar="MB",
+            help="Memory a REPL cell may use (default 1024 MB plus 4x the context's size).",
+        ),
         click.option("--max-output-chars", type=int, help="REPL output shown to the model per block (default 20000)."),
         click.option("--max-in-flight", type=int, help="Concurrent calls per model (default 32)."),
         click.option("--rpm", type=int, help="Requests per minute per model."),

@@ -45,6 +45,7 @@ class Settings:
     max_output_chars: int = 20_000
     sandbox: str = "process"
     cell_timeout: float = 60.0
+    sandbox_memory_mb: int | None = None  # memory a REPL worker may add; default 1 GiB plus 4x the context
     max_in_flight: int = 32  # concurrent calls per model
     rpm: int | None = None  # requests per minute per model
     tpm: int | None = None  # prompt tokens per minute per model
@@ -184,7 +185,7 @@ def _check_positive(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")
     if settings.call_workers < 0:
         raise ConfigError(f"call_workers must be 0 (calls made here) or more, got {settings.call_workers!r}.")
-    for name in ("timeout", "max_cost", "max_tokens", "max_calls", "rpm", "tpm"):
+    for name in ("timeout", "max_cost", "max_tokens", "max_calls", "rpm", "tpm", "sandbox_memory_mb"):
         value = getattr(settings, name)
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be above 0 (or unset for no limit), got {value!r}.")
