@@ -141,14 +141,18 @@ async def arun_job(job: Job, rlm: Any) -> dict[str, Any]:
 class SweepLimiter:
     """Per-model in-flight and requests-per-`period` limits over every run of a batch (or, inside a
     Ray actor, over every worker). Tickets name grants, so a release that overtakes its own acquire
-    (a caller cancelled while asking a remote actor) abandons the grant instead of leaking it."""
+    (a caller cancelled while asking a remote actor) abandons the grant instead of leaking it.
+
+    The rate counts a call from its grant until `period` after it ended, not from its grant alone: a
+    provider counts arrivals, and a call may arrive any time between its grant and its end (a busy
+    worker, a slow network), so only this count keeps every window at the provider within `rpm`."""
 
     def __init__(self, max_in_flight: int | None = None, rpm: int | None = None, period: float = 60.0) -> None:
         self.max_in_flight = max_in_flight
         self.rpm = rpm
         self.period = period
         self._in_flight: collections.Counter[str] = collections.Counter()
-        self._sent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._ended: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._granted: set[str] = set()
         self._abandoned: set[str] = set()
         self._changed = asyncio.Condition()
@@ -161,10 +165,12 @@ class SweepLimiter:
             return None
         if self.rpm is None:
             return 0.0
-        sent, now = self._sent[model], time.monotonic()
-        while sent and now - sent[0] >= self.period:
-            sent.popleft()
-        return 0.0 if len(sent) < self.rpm else sent[0] + self.period - now
+        ended, now = self._ended[model], time.monotonic()
+        while ended and now - ended[0] >= self.period:
+            ended.popleft()
+        if self._in_flight[model] + len(ended) < self.rpm:
+            return 0.0
+        return ended[0] + self.period - now if ended else None
 
     async def acquire(self, model: str, ticket: str | None = None) -> str:
         ticket = ticket or uuid.uuid4().hex
@@ -176,7 +182,6 @@ class SweepLimiter:
                 self._abandoned.discard(ticket)
                 return ticket
             self._in_flight[model] += 1
-            self._sent[model].append(time.monotonic())
             self._granted.add(ticket)
             self.grants += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight[model])
@@ -187,6 +192,7 @@ class SweepLimiter:
             if ticket in self._granted:
                 self._granted.discard(ticket)
                 self._in_flight[model] -= 1
+                self._ended[model].append(time.monotonic())
             else:
                 self._abandoned.add(ticket)
             self._changed.notify_all()
