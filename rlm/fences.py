@@ -47,6 +47,7 @@ class FinalMarker:
 Event = CodeBlock | FinalMarker
 
 _PROSE, _FINAL, _CODE = "prose", "final", "code"
+_FORMS = {_PROSE: _OPEN_FORMS + _FINAL_FORMS, _FINAL: _OPEN_FORMS, _CODE: _CLOSE_FORMS}
 
 
 class ReplyParser:
@@ -77,6 +78,10 @@ class ReplyParser:
         self._chunks.append(delta)
         offset = self._length
         self._length += len(delta)
+        if self._head is None and self._mode != _FINAL and "\n" not in delta:  # mid-line: the common case
+            if self._mode == _CODE:
+                self._line.append(delta)
+            return events
         start = 0
         while True:
             newline = delta.find("\n", start)
@@ -101,7 +106,7 @@ class ReplyParser:
         """Take in part of one line (no newline) that starts at offset `at` of the reply."""
         if self._head is not None and piece:
             head = _BLANKS.sub(" ", self._head + piece)
-            forms = {_PROSE: _OPEN_FORMS + _FINAL_FORMS, _FINAL: _OPEN_FORMS, _CODE: _CLOSE_FORMS}[self._mode]
+            forms = _FORMS[self._mode]
             opened = [form for form in _FINAL_FORMS if head.startswith(form)] if self._mode == _PROSE else []
             if opened:
                 cut = piece.index("(") + 1  # the line had no "(" before: it would have been settled
