@@ -160,9 +160,11 @@ async def arun_bench(
     seed: int = 0,
     timeout: float | None = None,
     progress: bool = True,
+    ray_address: str | None = None,
     **rlm_options: Any,
 ) -> list[TaskResult]:
-    """Run (or resume) a sweep and return every task's result, including ones from earlier runs."""
+    """Run (or resume) a sweep and return every task's result, including ones from earlier runs.
+    With `ray_address` ('local' for an embedded Ray) the tasks run on Ray workers (rlm.ray_backend)."""
     from rlm_datasets import load_suite, parse_length
 
     if method not in ("rlm", "direct"):
@@ -183,6 +185,12 @@ async def arun_bench(
 
     rlm = RLM(model=model, sub_model=sub_model, api_base=api_base, api_key=api_key, timeout=timeout, **rlm_options)
     cfg = run | {"api_base": api_base, "api_key": api_key, "timeout": timeout}
+    on_ray = None
+    if ray_address:
+        from rlm.ray_backend import bench_runner
+
+        spec = (suite, n, size, seed)
+        on_ray = bench_runner(ray_address, concurrency, tasks=tasks, spec=spec, cfg=cfg, options=rlm_options, out=out)
 
     done: dict[str, TaskResult] = {}
     for task in tasks:
@@ -219,7 +227,7 @@ async def arun_bench(
     async def worker(task: Any, bar_id: Any) -> None:
         nonlocal succeeded
         async with gate:
-            result = await _run_one(task, cfg, rlm, out)
+            result = await (on_ray(task) if on_ray else _run_one(task, cfg, rlm, out))
         _write_atomic(out / "results" / f"{_safe(task.id)}.json", json.dumps(asdict(result), indent=2))
         done[task.id] = result
         cost = sum(r.cost_usd for r in done.values())

@@ -257,6 +257,15 @@ def demo(lines: int, tps: float, trace: str | None, quiet: bool) -> None:
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Tasks run in parallel.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the tasks on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
+)
 @_engine_options
 def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     """Run a benchmark SUITE (oolong, oolong-spam, oolong-pairs, sniah, sniah-80k, or a JSONL file).
@@ -266,7 +275,7 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     from rlm.config import resolve_settings
     from rlm.errors import ConfigError, ContextError, ProviderError
 
-    sweep = {k: options.pop(k) for k in ("method", "n", "length", "concurrency", "out_dir", "seed")}
+    sweep = {k: options.pop(k) for k in ("method", "n", "length", "concurrency", "out_dir", "seed", "ray_address")}
     try:
         engine = _settings(fallbacks, options)
         settings = resolve_settings(model=engine.pop("model", None), sub_model=engine.pop("sub_model", None))

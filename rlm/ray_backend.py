@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from rlm.batch import Job, ResultsFile, SweepLimiter, _failed_row, arun_job, batch_limiter
@@ -138,3 +139,88 @@ def run_on_ray(
     finally:  # Ctrl-C or an error on the driver: nothing keeps running on the cluster
         for ref in pending:
             ray.cancel(ref, force=True)
+
+
+@functools.cache
+def _bench_tasks(suite: str, n: int | None, length: int | None, seed: int) -> list[Any]:
+    """A suite's tasks, built once per worker process from the same spec the driver used."""
+    from rlm_datasets import load_suite
+
+    return load_suite(suite, n=n, length=length, seed=seed)
+
+
+@functools.cache
+def _remote_bench() -> Any:
+    ray = import_ray()
+
+    @ray.remote(max_retries=MAX_RETRIES)
+    def run_bench_task(
+        spec: tuple[str, int | None, int | None, int, int], cfg: dict[str, Any], options: dict[str, Any], out: str
+    ) -> dict[str, Any]:
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from rlm.api import RLM
+        from rlm.bench import _run_one
+        from rlm.loop import run
+
+        suite, n, length, seed, index = spec
+        task = _bench_tasks(suite, n, length, seed)[index]
+        keys = ("model", "sub_model", "api_base", "api_key", "timeout")
+        rlm = RLM(**{k: cfg[k] for k in keys}, **options)
+        return asdict(run(_run_one(task, cfg, rlm, Path(out))))
+
+    return run_bench_task
+
+
+def bench_runner(
+    address: str,
+    concurrency: int,
+    *,
+    tasks: list[Any],
+    spec: tuple[str, int | None, int | None, int],
+    cfg: dict[str, Any],
+    options: dict[str, Any],
+    out: Path,
+) -> Callable[[Any], Awaitable[Any]]:
+    """What `rlm bench --ray` awaits instead of running a task here: the task goes out as (suite, n,
+    length, seed, index), the worker builds it and writes its trajectory under `out` (a folder every
+    node must see, on a cluster), and its result comes back to be saved by the driver."""
+    from rlm.bench import ERROR_STATUS, TaskResult
+
+    ray = connect(address, num_cpus=concurrency)
+    remote = _remote_bench()
+    index = {task.id: i for i, task in enumerate(tasks)}
+    shared = ray.put(options)
+    folder = str(out.resolve())
+
+    async def run_task(task: Any) -> TaskResult:
+        ref = remote.remote((*spec, index[task.id]), cfg, shared, folder)
+        try:
+            return TaskResult(**await ref)
+        except asyncio.CancelledError:
+            ray.cancel(ref, force=True)
+            raise
+        except ray.exceptions.RayError as exc:  # the task's workers died past max_retries
+            return TaskResult(
+                id=task.id,
+                suite=task.suite,
+                method=cfg["method"],
+                model=cfg["model"],
+                sub_model=cfg["sub_model"] if cfg["method"] == "rlm" else None,
+                score=0.0,
+                status=ERROR_STATUS,
+                answer=None,
+                error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}",
+                cost_usd=0.0,
+                cost_complete=False,
+                prompt_tokens=0,
+                completion_tokens=0,
+                total_tokens=0,
+                sub_calls=0,
+                iterations=0,
+                wall_time_s=0.0,
+                meta=task.summary(),
+            )
+
+    return run_task

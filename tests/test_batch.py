@@ -152,3 +152,18 @@ def test_cluster_limiter_holds_across_workers(local_ray: Any, scripted_server: S
     assert len(scripted_server.records()) == 6
     assert _max_overlap(scripted_server) == 1
     assert local_ray.get(limiter.stats.remote()) == {"grants": 6, "peak_in_flight": 1}
+
+
+def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    from rlm.bench import run_bench
+    from rlm.scripted.solvers import install
+
+    root, sub = install(scripted_server)
+    common = {"model": f"openai/{root}", "sub_model": f"openai/{sub}", "n": 3, "length": 8192, "concurrency": 2}
+    common |= {"api_base": scripted_server.base_url, "api_key": "x", "progress": False, "max_iterations": 4}
+    local = run_bench("oolong", out_dir=tmp_path / "local", **common)
+    on_ray = run_bench("oolong", out_dir=tmp_path / "ray", ray_address="local", **common)
+    keep = ("id", "score", "status", "answer", "total_tokens", "sub_calls", "iterations")
+    assert [[getattr(r, k) for k in keep] for r in on_ray] == [[getattr(r, k) for k in keep] for r in local]
+    assert all(r.status == "completed" for r in on_ray)
+    assert len(list((tmp_path / "ray" / "trajectories").iterdir())) == 3  # written by the workers
