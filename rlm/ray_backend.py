@@ -155,7 +155,11 @@ def _remote_bench() -> Any:
 
     @ray.remote(max_retries=MAX_RETRIES)
     def run_bench_task(
-        spec: tuple[str, int | None, int | None, int, int], cfg: dict[str, Any], options: dict[str, Any], out: str
+        spec: tuple[str, int | None, int | None, int, int],
+        cfg: dict[str, Any],
+        options: dict[str, Any],
+        out: str,
+        limiter: Any,
     ) -> dict[str, Any]:
         from dataclasses import asdict
         from pathlib import Path
@@ -163,12 +167,17 @@ def _remote_bench() -> Any:
         from rlm.api import RLM
         from rlm.bench import _run_one
         from rlm.loop import run
+        from rlm.scheduler import set_shared_limiter
 
         suite, n, length, seed, index = spec
         task = _bench_tasks(suite, n, length, seed)[index]
         keys = ("model", "sub_model", "api_base", "api_key", "timeout")
         rlm = RLM(**{k: cfg[k] for k in keys}, **options)
-        return asdict(run(_run_one(task, cfg, rlm, Path(out))))
+        set_shared_limiter(ActorLimiter(limiter) if limiter is not None else None)
+        try:
+            return asdict(run(_run_one(task, cfg, rlm, Path(out))))
+        finally:
+            set_shared_limiter(None)
 
     return run_bench_task
 
@@ -185,7 +194,8 @@ def bench_runner(
 ) -> Callable[[Any], Awaitable[Any]]:
     """What `rlm bench --ray` awaits instead of running a task here: the task goes out as (suite, n,
     length, seed, index), the worker builds it and writes its trajectory under `out` (a folder every
-    node must see, on a cluster), and its result comes back to be saved by the driver."""
+    node must see, on a cluster), and its result comes back to be saved by the driver. --rpm and
+    --max-in-flight hold across the cluster, as in `run_on_ray`."""
     from rlm.bench import ERROR_STATUS, TaskResult
 
     ray = connect(address, num_cpus=concurrency)
@@ -193,9 +203,10 @@ def bench_runner(
     index = {task.id: i for i, task in enumerate(tasks)}
     shared = ray.put(options)
     folder = str(out.resolve())
+    limiter = start_limiter(options)
 
     async def run_task(task: Any) -> TaskResult:
-        ref = remote.remote((*spec, index[task.id]), cfg, shared, folder)
+        ref = remote.remote((*spec, index[task.id]), cfg, shared, folder, limiter)
         try:
             return TaskResult(**await ref)
         except asyncio.CancelledError:

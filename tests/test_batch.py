@@ -42,10 +42,10 @@ def _options(server: ScriptedServer, **extra: Any) -> dict[str, Any]:
     return {"model": "openai/root", "api_base": server.base_url, "api_key": "x", "max_iterations": 3, **extra}
 
 
-def _max_overlap(server: ScriptedServer) -> int:
-    """The most requests the server was handling at one time."""
+def _max_overlap(server: ScriptedServer, skip: int = 0) -> int:
+    """The most requests the server was handling at one time (after its first `skip` requests)."""
     edges = []
-    for record in server.records():
+    for record in server.records()[skip:]:
         assert record.finished_at is not None
         edges += [(record.received_at, 1), (record.finished_at, -1)]
     now = peak = 0
@@ -162,8 +162,10 @@ def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: Scri
     common = {"model": f"openai/{root}", "sub_model": f"openai/{sub}", "n": 3, "length": 8192, "concurrency": 2}
     common |= {"api_base": scripted_server.base_url, "api_key": "x", "progress": False, "max_iterations": 4}
     local = run_bench("oolong", out_dir=tmp_path / "local", **common)
-    on_ray = run_bench("oolong", out_dir=tmp_path / "ray", ray_address="local", **common)
+    before = len(scripted_server.records())
+    on_ray = run_bench("oolong", out_dir=tmp_path / "ray", ray_address="local", max_in_flight=1, **common)
     keep = ("id", "score", "status", "answer", "total_tokens", "sub_calls", "iterations")
     assert [[getattr(r, k) for k in keep] for r in on_ray] == [[getattr(r, k) for k in keep] for r in local]
     assert all(r.status == "completed" for r in on_ray)
     assert len(list((tmp_path / "ray" / "trajectories").iterdir())) == 3  # written by the workers
+    assert _max_overlap(scripted_server, skip=before) == 1  # both workers' calls went through one limiter
