@@ -80,6 +80,7 @@ class _HealingStore:
         self.path = path
         self.options = options
         self.store: diskcache.Cache | None = None
+        self._skipped = False  # an operation failed without the store being broken (said once)
         self._opened = self._identity()
         try:
             self.store = diskcache.Cache(str(path), **options)
@@ -96,15 +97,17 @@ class _HealingStore:
         return found.st_dev, found.st_ino
 
     def run(self, operation: Callable[[diskcache.Cache], T], default: T) -> T:
-        """`operation` on the store; `default` when there is none or it fails (then it is healed)."""
+        """`operation` on the store; `default` when there is none or it fails (a broken one is healed)."""
         if self.store is None:
             return default
         try:
             return operation(self.store)
-        except STORE_ERRORS as error:
-            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-                return default  # busy with other processes, not broken
-            self._replace(error)
+        except (*STORE_ERRORS, diskcache.Timeout) as error:
+            if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+                self._replace(error)  # the file is not a database (any more)
+            elif not self._skipped:  # busy, disk full, permissions: the store is fine, this call goes without
+                self._skipped = True
+                _warn(f"the response cache at {self.path} failed ({error}); calls it cannot serve go to the provider.")
             return default
 
     def _replace(self, error: Exception) -> None:
