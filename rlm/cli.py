@@ -369,6 +369,9 @@ def cache_stats(cache_dir: str | None) -> None:
             click.echo(store.stats().describe())
 
 
+cache.add_command(cache_stats, "info")
+
+
 @cache.command("clear")
 @_CACHE_DIR
 def cache_clear(cache_dir: str | None) -> None:

@@ -82,6 +82,9 @@ def test_rlm_query_and_cache_commands_on_a_garbage_cache(scripted_server: Script
     break_store(tmp_path / "cache")
     stats = run_cached(["cache", "stats"], tmp_path)
     assert stats.returncode == 0 and "0 replies" in stats.stdout and "was unreadable" in stats.stderr
+    break_store(tmp_path / "cache")
+    info = run_cached(["cache", "info"], tmp_path)
+    assert info.returncode == 0 and "0 replies" in info.stdout and "was unreadable" in info.stderr
     assert cached_query(scripted_server, tmp_path).returncode == 0  # stored again in the new store
     break_store(tmp_path / "cache")
     cleared = run_cached(["cache", "clear"], tmp_path)
