@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,3 +176,46 @@ def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: Scri
     assert all(r.status == "completed" for r in on_ray)
     assert len(list((tmp_path / "ray" / "trajectories").iterdir())) == 3  # written by the workers
     assert _max_overlap(scripted_server, skip=before) == 1  # both workers' calls went through one limiter
+
+
+@pytest.fixture
+def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
+    """A `ray start --head` cluster of 2 CPUs (its own session, killed whole afterwards): its address
+    and the environment that joins it (token authentication off: the test's processes are all local)."""
+    if RAY_MISSING:
+        pytest.skip("Ray is not installed (pip install 'rlm-engine[ray]')")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", "0"]
+    command += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"]
+    temp = tempfile.mkdtemp(prefix="rlm-ray-")  # short: Ray's socket paths live under it
+    command += ["--temp-dir", temp]
+    head = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    try:
+        address, said = None, []
+        for line in head.stdout or ():
+            said.append(line)
+            if match := re.search(r"ray start --address='([^']+)'", line):
+                address = match.group(1)
+                break
+        assert address, "ray start --head did not print its address:\n" + "".join(said)
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_batch_joins_a_cluster_by_address(
+    ray_head: tuple[str, dict[str, str]], scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    address, env = ray_head
+    scripted_server.script("root", _policy)
+    jobs, out = _jobs(tmp_path, n=2), tmp_path / "r.jsonl"
+    command = [sys.executable, "-m", "rlm", "batch", str(jobs), "--out", str(out), "--ray", address]
+    command += ["--model", "openai/root", "--api-base", scripted_server.base_url, "--api-key", "x"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = read_results(out)
+    assert {i: r["answer"] for i, r in rows.items()} == {"file": "12", "1": "1", "bad": None}
+    assert f"batch on Ray ({address})" in done.stderr
