@@ -49,10 +49,12 @@ def _options(server: ScriptedServer, **extra: Any) -> dict[str, Any]:
     return {"model": "openai/root", "api_base": server.base_url, "api_key": "x", "max_iterations": 3, **extra}
 
 
-def _max_overlap(server: ScriptedServer, skip: int = 0) -> int:
-    """The most requests the server was handling at one time (after its first `skip` requests)."""
+def _max_overlap(server: ScriptedServer, skip: int = 0, model: str | None = None) -> int:
+    """The most requests (of `model`) the server was handling at one time, after its first `skip`."""
     edges = []
     for record in server.records()[skip:]:
+        if model is not None and record.model != model:
+            continue
         assert record.finished_at is not None
         edges += [(record.received_at, 1), (record.finished_at, -1)]
     now = peak = 0
@@ -118,6 +120,15 @@ def test_cli_batch_runs_and_reports_bad_input(scripted_server: ScriptedServer, t
     assert bad.exit_code == 1 and "empty.jsonl: no jobs" in bad.output
 
 
+def test_without_ray_the_message_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does when Ray is not installed
+    with pytest.raises(ConfigError, match=r"--ray needs Ray, which is not installed: pip install 'rlm-engine\[ray\]'"):
+        run_batch(_jobs(tmp_path), tmp_path / "r.jsonl", _options(scripted_server), ray_address="local", progress=False)
+    assert not scripted_server.records()
+
+
 # ---------------------------------------------------------------------------------------------------
 # On a real local Ray
 
@@ -175,7 +186,8 @@ def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: Scri
     assert [[getattr(r, k) for k in keep] for r in on_ray] == [[getattr(r, k) for k in keep] for r in local]
     assert all(r.status == "completed" for r in on_ray)
     assert len(list((tmp_path / "ray" / "trajectories").iterdir())) == 3  # written by the workers
-    assert _max_overlap(scripted_server, skip=before) == 1  # both workers' calls went through one limiter
+    for model in (root, sub):  # the limit is per model; both workers' calls went through one limiter
+        assert _max_overlap(scripted_server, skip=before, model=model) == 1
 
 
 @pytest.fixture
