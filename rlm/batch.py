@@ -99,7 +99,8 @@ def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _failed_row(job: Job, error: str, wall_time_s: float = 0.0) -> dict[str, Any]:
+def failed_row(job: Job, error: str, wall_time_s: float = 0.0) -> dict[str, Any]:
+    """The row of a job that got no run result (its own failure, or its worker lost on Ray)."""
     return {
         "id": job.id,
         "status": "error",
@@ -124,7 +125,7 @@ async def arun_job(job: Job, rlm: Any) -> dict[str, Any]:
     except ConfigError:
         raise  # the whole batch is misconfigured (e.g. local-only refused the endpoint)
     except Exception as exc:
-        return _failed_row(job, f"{type(exc).__name__}: {exc}", time.monotonic() - start)
+        return failed_row(job, f"{type(exc).__name__}: {exc}", time.monotonic() - start)
     return {
         "id": job.id,
         "status": result.status.value,

@@ -1,4 +1,4 @@
-"""Run a batch on Ray: an embedded local Ray, or a cluster joined by address.
+"""Run batch jobs and bench tasks on Ray: an embedded local Ray, or a cluster joined by address.
 
 Jobs go out as specs (`rlm.batch.Job`: a question and a context text or path, never a loaded
 context); each worker reads its own context and runs the job with the batch's options. Rows come back
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from rlm.batch import Job, ResultsFile, SweepLimiter, _failed_row, arun_job, batch_limiter
+from rlm.batch import Job, ResultsFile, SweepLimiter, arun_job, batch_limiter, failed_row
 from rlm.errors import ConfigError
 
 MAX_RETRIES = 3  # a job whose worker died runs again on another one, this many times
@@ -132,7 +132,7 @@ def run_on_ray(
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # raised in the job past its own handling, or lost
-                    row = _failed_row(job, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}")
+                    row = failed_row(job, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}")
                 out.write(row)
                 if on_row:
                     on_row(row)
