@@ -27,6 +27,7 @@ from typing import Any
 from rlm.errors import ConfigError
 
 RETRY_STATUSES = frozenset({"error", "provider_error", "interrupted"})  # run again on resume
+BATCH_CALLS_SPENT = "the batch's limit of"  # runs cut by --batch-max-calls also run again on resume
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,15 @@ class SweepLimiter:
     provider counts arrivals, and a call may arrive any time between its grant and its end (a busy
     worker, a slow network), so only this count keeps every window at the provider within `rpm`."""
 
-    def __init__(self, max_in_flight: int | None = None, rpm: int | None = None, period: float = 60.0) -> None:
+    def __init__(
+        self,
+        max_in_flight: int | None = None,
+        rpm: int | None = None,
+        period: float = 60.0,
+        max_calls: int | None = None,
+    ) -> None:
         self.max_in_flight = max_in_flight
+        self.max_calls = max_calls
         self.rpm = rpm
         self.period = period
         self._in_flight: collections.Counter[str] = collections.Counter()
@@ -173,15 +181,27 @@ class SweepLimiter:
             return 0.0
         return ended[0] + self.period - now if ended else None
 
-    async def acquire(self, model: str, ticket: str | None = None) -> str:
-        ticket = ticket or uuid.uuid4().hex
+    def _spent(self) -> bool:
+        return self.max_calls is not None and self.grants >= self.max_calls
+
+    async def acquire(self, model: str) -> str:
+        """A ticket for one call; BudgetExceeded once the batch's calls are spent."""
+        ticket = await self.try_acquire(model, uuid.uuid4().hex)
+        if ticket is None:
+            raise calls_spent(self.max_calls)
+        return ticket
+
+    async def try_acquire(self, model: str, ticket: str) -> str | None:
+        """`ticket` once granted (or abandoned by an early release); None when the calls are spent."""
         async with self._changed:
-            while ticket not in self._abandoned and (wait := self._wait_s(model)) != 0.0:
+            while not self._spent() and ticket not in self._abandoned and (wait := self._wait_s(model)) != 0.0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait)
             if ticket in self._abandoned:
                 self._abandoned.discard(ticket)
                 return ticket
+            if self._spent():
+                return None
             self._in_flight[model] += 1
             self._granted.add(ticket)
             self.grants += 1
@@ -202,10 +222,23 @@ class SweepLimiter:
         return {"grants": self.grants, "peak_in_flight": self.peak_in_flight}
 
 
-def batch_limiter(options: dict[str, Any]) -> SweepLimiter | None:
-    """The batch-wide limiter --rpm / --max-in-flight ask for (None when neither is given)."""
+def calls_spent(max_calls: int | None) -> Exception:
+    from rlm.errors import BudgetExceeded
+    from rlm.types import Status
+
+    return BudgetExceeded(Status.MAX_CALLS, f"{BATCH_CALLS_SPENT} {max_calls:,} model calls was reached")
+
+
+def batch_limiter(options: dict[str, Any], max_calls: int | None = None, period: float = 60.0) -> SweepLimiter | None:
+    """The batch-wide limiter --rpm / --max-in-flight / --batch-max-calls ask for (None: none given)."""
     rpm, in_flight = options.get("rpm"), options.get("max_in_flight")
-    return SweepLimiter(max_in_flight=in_flight, rpm=rpm) if rpm or in_flight else None
+    if not (rpm or in_flight or max_calls is not None):
+        return None
+    return SweepLimiter(max_in_flight=in_flight, rpm=rpm, period=period, max_calls=max_calls)
+
+
+def _retry(row: dict[str, Any]) -> bool:
+    return row.get("status") in RETRY_STATUSES or str(row.get("error")).startswith(BATCH_CALLS_SPENT)
 
 
 class ResultsFile:
@@ -214,7 +247,7 @@ class ResultsFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = {i for i, row in read_results(self.path).items() if row.get("status") not in RETRY_STATUSES}
+        self.done = {i for i, row in read_results(self.path).items() if not _retry(row)}
         self.written: list[dict[str, Any]] = []
 
     def todo(self, jobs: Iterable[Job]) -> list[Job]:
@@ -232,6 +265,7 @@ async def arun_local(
     options: dict[str, Any],
     *,
     concurrency: int = 4,
+    max_calls: int | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Run the jobs not yet done, `concurrency` at a time, in this process."""
@@ -242,7 +276,7 @@ async def arun_local(
         raise ConfigError("--concurrency must be at least 1")
     rlm = RLM(**options)
     gate = asyncio.Semaphore(concurrency)
-    previous = set_shared_limiter(batch_limiter(options))
+    previous = set_shared_limiter(batch_limiter(options, max_calls))
 
     async def one(job: Job) -> None:
         async with gate:
@@ -270,6 +304,7 @@ def run_batch(
     *,
     concurrency: int = 4,
     ray_address: str | None = None,
+    max_calls: int | None = None,
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run (or resume) a batch, locally or on Ray when `ray_address` is given ('local' starts an
@@ -312,10 +347,10 @@ def run_batch(
             from rlm import ray_backend
 
             ray_backend.connect(ray_address, num_cpus=concurrency)
-            limiter = ray_backend.start_limiter(options)
+            limiter = ray_backend.start_limiter(options, max_calls=max_calls)
             ray_backend.run_on_ray(jobs, out, options, limiter=limiter, on_row=on_row)
         else:
-            run(arun_local(jobs, out, options, concurrency=concurrency, on_row=on_row))
+            run(arun_local(jobs, out, options, concurrency=concurrency, max_calls=max_calls, on_row=on_row))
     rows = read_results(out.path)
     if progress:
         ids = {job.id for job in jobs}

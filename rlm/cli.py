@@ -305,8 +305,11 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     metavar="[ADDRESS]",
     help="Run on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
 )
+@click.option("--batch-max-calls", type=int, help="Model calls for the whole batch (a re-run may spend as many again).")
 @_engine_options
-def batch(jobs: str, out_path: str, concurrency: int, ray_address: str | None, **options: Any) -> None:
+def batch(
+    jobs: str, out_path: str, concurrency: int, ray_address: str | None, batch_max_calls: int | None, **options: Any
+) -> None:
     """Answer every job of JOBS, a JSONL file of {"question", "context" (text) or "context_path" (file),
     optional "id"}. Rows are appended to --out as jobs end; a re-run does only the missing ones.
 
@@ -316,7 +319,8 @@ def batch(jobs: str, out_path: str, concurrency: int, ray_address: str | None, *
 
     fallbacks = options.pop("fallbacks")
     try:
-        run_batch(jobs, out_path, _settings(fallbacks, options), concurrency=concurrency, ray_address=ray_address)
+        settings = _settings(fallbacks, options)
+        run_batch(jobs, out_path, settings, concurrency=concurrency, ray_address=ray_address, max_calls=batch_max_calls)
     except (ConfigError, ContextError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from rlm.batch import Job, ResultsFile, SweepLimiter, arun_job, batch_limiter, failed_row
+from rlm.batch import Job, ResultsFile, SweepLimiter, arun_job, batch_limiter, calls_spent, failed_row
 from rlm.errors import ConfigError
 
 MAX_RETRIES = 3  # a job whose worker died runs again on another one, this many times
@@ -57,10 +57,12 @@ class ActorLimiter:
     async def acquire(self, model: str) -> object:
         ticket = uuid.uuid4().hex
         try:
-            await self.actor.acquire.remote(model, ticket)
+            granted = await self.actor.try_acquire.remote(model, ticket)
         except asyncio.CancelledError:
             self.actor.release.remote(model, ticket)  # abandons the grant, whether or not it was made
             raise
+        if granted is None:
+            raise calls_spent(await self.actor.max_calls.remote())
         return ticket
 
     async def release(self, model: str, ticket: object) -> None:
@@ -86,11 +88,14 @@ def _remote() -> tuple[Any, Any]:
 
     @ray.remote(num_cpus=0)
     class LimiterActor:
-        def __init__(self, max_in_flight: int | None, rpm: int | None, period: float) -> None:
-            self.limiter = SweepLimiter(max_in_flight=max_in_flight, rpm=rpm, period=period)
+        def __init__(self, max_in_flight: int | None, rpm: int | None, period: float, max_calls: int | None) -> None:
+            self.limiter = SweepLimiter(max_in_flight=max_in_flight, rpm=rpm, period=period, max_calls=max_calls)
 
-        async def acquire(self, model: str, ticket: str) -> str:
-            return await self.limiter.acquire(model, ticket)
+        async def try_acquire(self, model: str, ticket: str) -> str | None:
+            return await self.limiter.try_acquire(model, ticket)
+
+        async def max_calls(self) -> int | None:
+            return self.limiter.max_calls
 
         async def release(self, model: str, ticket: str) -> None:
             await self.limiter.release(model, ticket)
@@ -101,13 +106,13 @@ def _remote() -> tuple[Any, Any]:
     return run_job, LimiterActor
 
 
-def start_limiter(options: dict[str, Any], period: float = 60.0) -> Any:
-    """The cluster-wide limiter actor for --rpm / --max-in-flight, or None when neither is given."""
-    local = batch_limiter(options)
+def start_limiter(options: dict[str, Any], period: float = 60.0, max_calls: int | None = None) -> Any:
+    """The cluster-wide limiter actor for --rpm / --max-in-flight / --batch-max-calls (None: none given)."""
+    local = batch_limiter(options, max_calls, period)
     if local is None:
         return None
     _, actor_class = _remote()
-    return actor_class.remote(local.max_in_flight, local.rpm, period)
+    return actor_class.remote(local.max_in_flight, local.rpm, local.period, local.max_calls)
 
 
 def run_on_ray(

@@ -88,6 +88,18 @@ def test_batch_wide_in_flight_limit_holds_at_the_server(scripted_server: Scripte
     assert _max_overlap(scripted_server) == 1
 
 
+def test_batch_call_budget_holds_and_cut_jobs_run_again(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script("root", _policy)
+    jobs, out = _jobs(tmp_path, boom=False, n=4), tmp_path / "r.jsonl"
+    rows = run_batch(jobs, out, _options(scripted_server), concurrency=1, max_calls=2, progress=False)
+    assert len(scripted_server.records()) == 2
+    cut = sorted(i for i, r in rows.items() if r["status"] == "max_calls")
+    assert len(cut) == 2 and "the batch's limit of 2 model calls was reached" in rows[cut[0]]["error"]
+    again = run_batch(jobs, out, _options(scripted_server), concurrency=1, max_calls=2, progress=False)
+    assert len(scripted_server.records()) == 4  # only the two cut jobs ran again
+    assert all(r["status"] == "completed" for r in again.values())
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
