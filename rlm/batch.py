@@ -328,7 +328,7 @@ def run_batch(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
+        TextColumn("{task.fields[failed]} to re-run"),
         TimeElapsedColumn(),
         console=err,
         disable=not progress,
@@ -340,7 +340,7 @@ def run_batch(
 
         def on_row(row: dict[str, Any]) -> None:
             nonlocal failed
-            failed += row["status"] in RETRY_STATUSES
+            failed += _retry(row)
             bar.update(bar_id, advance=1, failed=failed)
 
         if ray_address:
@@ -354,8 +354,8 @@ def run_batch(
     rows = read_results(out.path)
     if progress:
         ids = {job.id for job in jobs}
-        retry = [row for i, row in rows.items() if i in ids and row.get("status") in RETRY_STATUSES]
+        retry = [row for i, row in rows.items() if i in ids and _retry(row)]
         if retry:
-            err.print(f"{len(retry)} of {len(jobs)} jobs failed ({retry[0]['error']}); re-run to retry them")
+            err.print(f"{len(retry)} of {len(jobs)} jobs did not finish ({retry[0]['error']}); re-run to run them")
         err.print(f"results in {out.path}")
     return rows
