@@ -6,6 +6,7 @@ is the sum of cached per-instance counts plus a fixed per-line overhead.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from rlm.errors import ConfigError
 from rlm.tokens import count_tokens
 
 DATA_ENV = "RLM_OOLONG_DATA"
-_DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "oolong"
+_PACKAGED_DIR = Path(__file__).resolve().parent / "data"  # gzip-compressed; see data/SOURCE.md
 
 # What a single instance is, in words, and the label set in the order questions list them.
 POOL_INFO: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -53,23 +54,28 @@ class Pool:
         return out
 
 
-def data_dir() -> Path:
-    """Where the pools live: `$RLM_OOLONG_DATA`, else the shared data folder beside the repository."""
-    return Path(os.environ.get(DATA_ENV) or _DEFAULT_DIR)
+def pool_path(name: str) -> Path:
+    """Where a pool lives: `<name>_validated.jsonl` under `$RLM_OOLONG_DATA`, else the copy shipped inside rlm."""
+    folder = os.environ.get(DATA_ENV)
+    if folder:
+        return Path(folder) / f"{name}_validated.jsonl"
+    return _PACKAGED_DIR / f"{name}_validated.jsonl.gz"
 
 
 @cache
 def load_pool(name: str) -> Pool:
-    """Read `<name>_validated.jsonl`; one instance per line, newlines inside a text become spaces."""
+    """Read a pool (plain or gzip JSONL); one instance per line, newlines inside a text become spaces."""
     if name not in POOL_INFO:
         raise ConfigError(f"unknown OOLONG pool {name!r}; choose one of {sorted(POOL_INFO)}")
-    path = data_dir() / f"{name}_validated.jsonl"
+    path = pool_path(name)
     if not path.is_file():
-        raise ConfigError(f"OOLONG pool not found at {path}; set ${DATA_ENV} to the folder that holds it")
+        hint = f"${DATA_ENV} names a folder without it" if os.environ.get(DATA_ENV) else "reinstall rlm"
+        raise ConfigError(f"OOLONG pool not found at {path}; {hint}")
     kind, labels = POOL_INFO[name]
     texts: list[str] = []
     gold: list[str] = []
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
