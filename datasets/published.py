@@ -6,7 +6,9 @@ list such as "['entity']"), plus `id`, `dataset`, `context_len`, `task_group`, `
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,23 @@ def answer_type(raw: str | None) -> str:
         return "comparison"
     if "USER" in kind:
         return "user"
-    if "DATE" in kind or "MONTH" in kind or "YEAR" in kind:
+    if "DATE" in kind:  # the official scorer parses only these as dates; month-year answers match exactly
         return "date"
     return "label"
 
 
+_DATE_GOLD = re.compile(r"^\[?\s*datetime\.date\(\s*(\d{4})\s*,\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)\s*\]?$")
+
+
 def parse_answer(raw: Any) -> Any:
-    """Unwrap "['x']" / "[3]" / ["x"] into the single gold value; other shapes pass through."""
+    """Unwrap "['x']" / "[3]" / ["x"] into the single gold value; other shapes pass through.
+
+    Date golds are published as "[datetime.date(2023, 3, 5)]", which is not a literal: they become the ISO
+    date "2023-03-05", which the scorer reads back as that date.
+    """
     value = raw
+    if isinstance(raw, str) and (m := _DATE_GOLD.match(raw.strip())):
+        return dt.date(int(m[1]), int(m[2]), int(m[3])).isoformat()
     if isinstance(raw, str) and raw.strip().startswith("["):
         try:
             value = ast.literal_eval(raw.strip())

@@ -1,19 +1,30 @@
 """Scorers for the three suites, in the way their authors score them.
 
-OOLONG: the answer is what follows the last colon (after markup is stripped, first line only); labels
-and user IDs score by exact match, numbers by 0.75 ** |gold - pred|, comparisons by which of the three
-phrases the answer uses, dates by parsed month and year. OOLONG-Pairs: F1 between the predicted and
-gold pair sets. S-NIAH: the share of reference strings that appear in the answer.
+OOLONG (the default, `score`): the rules of the official scorer (`synth_attempt_answer_parse` and
+`synth_process_response` in `src/eval/eval_helpers.py` of the abertsch72/oolong repository), written anew:
+the answer is the text after the last colon, stripped, with `*`, `[` and `]` removed (an answer without a
+colon is kept whole when shorter than 20 characters, else its last word); an answer of 20 characters or
+more that names a comparison ("more common", "less common", "same frequency") is reduced to that phrase.
+It then scores 1 on an exact, case-sensitive match with the gold; a comparison phrase scores 1 when the
+gold contains it; numbers score 0.75 ** |gold - pred| when the answer parses as a whole number
+(paper, arXiv 2512.24601, §2.1: "score(ŷ) = 0.75^|y−ŷ|" for numeric answers, exact match otherwise);
+dates score 1 when they parse to the gold date. OOLONG-Pairs: F1 between predicted and gold pair sets.
+S-NIAH: the share of reference strings that appear in the answer.
+
+`score_lenient` keeps the older, forgiving reading (markup stripped, any case, comparisons stated either
+way round, month-level dates); it is reported only as its own `lenient_score` column, never as the score.
 Every scorer takes whatever text a model produced (or None) and returns a float in [0, 1]; malformed
 answers score 0 rather than raising.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from dateutil import parser as dateparser
 from rlm_datasets.task import Task
 
 COMPARISONS = ("more common than", "less common than", "same frequency as")
@@ -170,7 +181,7 @@ def score_contains(answer: str | None, refs: Iterable[str]) -> float:
     return sum(str(r).lower() in text for r in refs) / len(refs)
 
 
-SCORERS = {
+LENIENT_SCORERS = {
     "label": score_label,
     "user": score_user,
     "number": score_number,
@@ -180,7 +191,91 @@ SCORERS = {
     "contains": score_contains,
 }
 
+# The phrases the official parser reduces a long comparison answer to, in the order it tries them.
+OFFICIAL_PHRASES = ("more common", "less common", "same frequency")
+_SHORT = 20  # the official parser keeps answers (and colon-less replies) shorter than this as they are
+
+
+def official_parse(answer: str | None) -> str:
+    """The answer as the official OOLONG parser extracts it (see the module docstring)."""
+    text = answer or ""
+    if ":" not in text:
+        if len(text) < _SHORT:
+            return text
+        words = text.split()
+        return words[-1] if words else ""
+    candidate = text.split(":")[-1].strip().replace("*", "").replace("[", "").replace("]", "")
+    if len(candidate) >= _SHORT:
+        for phrase in OFFICIAL_PHRASES:
+            if phrase in candidate:
+                return phrase
+    return candidate
+
+
+# Two far-apart defaults: a date parses to the same value under both only if it names every field, so a
+# field missing from the answer but present in the gold never matches by chance. (The official scorer fills
+# missing fields from the day it runs, so "March 2023" matched a full gold date on one day a month.)
+_DEFAULTS = (dt.datetime(2000, 1, 1), dt.datetime(1999, 12, 28))
+
+
+def _dates(text: str) -> tuple[dt.datetime, ...] | None:
+    try:
+        return tuple(dateparser.parse(text, default=d) for d in _DEFAULTS)
+    except (ValueError, OverflowError):
+        return None
+
+
+def official_gold_text(gold: Any, kind: str) -> str:
+    """The gold as the official scorer prints it: a date gold is a datetime, `str` gives '2023-03-05 00:00:00'."""
+    if kind == "date" and isinstance(gold, dt.date | str):
+        try:
+            day = gold if isinstance(gold, dt.date) else dt.date.fromisoformat(gold)
+        except ValueError:
+            return str(gold)
+        return str(dt.datetime(day.year, day.month, day.day))
+    return str(gold)
+
+
+def score_official(answer: str | None, gold: Any, kind: str) -> float:
+    """One OOLONG answer scored by the official rules; `kind` is the task's answer type."""
+    pred = official_parse(answer)
+    want = official_gold_text(gold, kind)
+    if pred == want:
+        return 1.0
+    if pred in OFFICIAL_PHRASES:
+        return float(pred in want)
+    if kind == "number":
+        try:
+            return 0.75 ** abs(int(float(gold)) - int(pred))
+        except (TypeError, ValueError):
+            return 0.0  # the official scorer gives 0 to an answer that is not a whole number
+    if kind == "date":
+        got, expected = _dates(pred), _dates(want)
+        return float(got is not None and got == expected)
+    return 0.0
+
+
+OOLONG_TYPES = frozenset({"label", "user", "number", "comparison", "date"})
+
 
 def score(task: Task, answer: str | None) -> float:
-    """Score `answer` for `task` with the scorer its `meta['answer_type']` names."""
-    return SCORERS[task.meta["answer_type"]](answer, task.gold)
+    """Score `answer` for `task` as the suite's authors do (official OOLONG rules, Pairs F1, S-NIAH recall)."""
+    kind = task.meta["answer_type"]
+    if kind in OOLONG_TYPES:
+        return score_official(answer, task.gold, kind)
+    return LENIENT_SCORERS[kind](answer, task.gold)
+
+
+def score_lenient(task: Task, answer: str | None) -> float:
+    """The forgiving reading of `answer`, for the separately labelled `lenient_score` column only."""
+    return LENIENT_SCORERS[task.meta["answer_type"]](answer, task.gold)
+
+
+def parsed_answer(task: Task, answer: str | None) -> str | list[list[str]]:
+    """What the default scorer read from `answer`: kept beside the raw answer so a 0 can be diagnosed."""
+    kind = task.meta["answer_type"]
+    if kind in OOLONG_TYPES:
+        return official_parse(answer)
+    if kind == "pairs":
+        return [list(p) for p in sorted(parse_pairs(answer))]
+    return " ".join((answer or "").split())[:200]

@@ -54,6 +54,9 @@ class TaskResult:
     iterations: int
     wall_time_s: float
     meta: dict[str, Any]
+    gold: Any = None  # beside the raw answer and what the scorer read from it, so a 0 can be diagnosed
+    parsed: Any = None
+    lenient_score: float | None = None  # the forgiving reading, a separate column; never the score
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -71,12 +74,13 @@ def _safe(task_id: str) -> str:
 
 
 async def _run_one(task: Any, cfg: dict[str, Any], rlm: Any, out: Path) -> TaskResult:
-    from rlm_datasets import score
+    from rlm_datasets.scoring import parsed_answer, score, score_lenient
 
     name = _safe(task.id)
     trace = out / "trajectories" / f"{name}.jsonl"
     base = {"id": task.id, "suite": task.suite, "method": cfg["method"], "model": cfg["model"]}
     base |= {"sub_model": cfg["sub_model"] if cfg["method"] == "rlm" else None, "meta": task.summary()}
+    base["gold"] = task.gold
     start = time.monotonic()
     try:
         if cfg["method"] == "direct":
@@ -108,6 +112,8 @@ async def _run_one(task: Any, cfg: dict[str, Any], rlm: Any, out: Path) -> TaskR
     return TaskResult(
         **base,
         score=score(task, answer),
+        parsed=parsed_answer(task, answer),
+        lenient_score=score_lenient(task, answer),
         status=status,
         answer=answer,
         error=error,
@@ -303,6 +309,7 @@ SUMMARY_FIELDS = (
     "n",
     "completed",
     "score",
+    "lenient_score",
     "cost_usd",
     "cost_per_task",
     "cost_complete",
@@ -337,6 +344,7 @@ def _row(suite: str, method: str, length: Any, rs: list[TaskResult]) -> dict[str
         "n": n,
         "completed": sum(r.status == "completed" for r in rs),
         "score": round(sum(r.score for r in rs) / n, 4) if n else 0.0,
+        "lenient_score": round(sum(r.lenient_score or 0.0 for r in rs) / n, 4) if n else 0.0,
         "cost_usd": round(cost, 6),
         "cost_per_task": round(cost / n, 6) if n else 0.0,
         "cost_complete": all(r.cost_complete for r in rs),

@@ -141,6 +141,7 @@ def test_summary_groups_by_length() -> None:
             method="rlm",
             meta={"length": length},
             score=s,
+            lenient_score=s,
             status="completed",
             cost_usd=0.01,
             cost_complete=True,
