@@ -21,7 +21,7 @@ No model is configured. rlm needs a root model and, optionally, a cheaper sub-mo
   Hosted model:  export OPENAI_API_KEY=...  then
                  rlm query --model openai/gpt-5 --sub-model openai/gpt-5-mini --context FILE "question"
                  (or anthropic/..., openrouter/..., with that provider's key variable)
-  Local model:   rlm query --model ollama/qwen3 --api-base http://localhost:11434 --context FILE "question"
+  Local model:   rlm query --model ollama_chat/qwen3 --api-base http://localhost:11434 --context FILE "question"
                  any OpenAI-compatible server (vLLM, llama.cpp): --model openai/NAME --api-base http://HOST:PORT/v1
   To set it once: export RLM_MODEL=... RLM_SUB_MODEL=... or put model = "..." in {config_path}
   No key at hand? `rlm demo` runs the engine end to end against a local scripted model."""
