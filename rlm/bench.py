@@ -59,6 +59,33 @@ class TaskResult:
     lenient_score: float | None = None  # the forgiving reading, a separate column; never the score
 
 
+def task_identity(task: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a result that come from the task and the run's settings, not from answering it."""
+    base = {"id": task.id, "suite": task.suite, "method": cfg["method"], "model": cfg["model"], "gold": task.gold}
+    return base | {"sub_model": cfg["sub_model"] if cfg["method"] == "rlm" else None, "meta": task.summary()}
+
+
+def failed_task(base: dict[str, Any], error: str, wall_time_s: float) -> TaskResult:
+    """The result of a task that raised instead of answering: nothing spent is known, so it re-runs on resume.
+
+    `base` is the task's `task_identity`."""
+    return TaskResult(
+        **base,
+        score=0.0,
+        status=ERROR_STATUS,
+        answer=None,
+        error=error,
+        cost_usd=0.0,
+        cost_complete=False,
+        prompt_tokens=0,
+        completion_tokens=0,
+        total_tokens=0,
+        sub_calls=0,
+        iterations=0,
+        wall_time_s=wall_time_s,
+    )
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -78,9 +105,7 @@ async def _run_one(task: Any, cfg: dict[str, Any], rlm: Any, out: Path) -> TaskR
 
     name = _safe(task.id)
     trace = out / "trajectories" / f"{name}.jsonl"
-    base = {"id": task.id, "suite": task.suite, "method": cfg["method"], "model": cfg["model"]}
-    base |= {"sub_model": cfg["sub_model"] if cfg["method"] == "rlm" else None, "meta": task.summary()}
-    base["gold"] = task.gold
+    base = task_identity(task, cfg)
     start = time.monotonic()
     try:
         if cfg["method"] == "direct":
@@ -94,21 +119,7 @@ async def _run_one(task: Any, cfg: dict[str, Any], rlm: Any, out: Path) -> TaskR
     except ConfigError:
         raise
     except Exception as exc:  # one failed task must not stop the sweep; it is retried on re-run
-        return TaskResult(
-            **base,
-            score=0.0,
-            status=ERROR_STATUS,
-            answer=None,
-            error=f"{type(exc).__name__}: {exc}",
-            cost_usd=0.0,
-            cost_complete=False,
-            prompt_tokens=0,
-            completion_tokens=0,
-            total_tokens=0,
-            sub_calls=0,
-            iterations=0,
-            wall_time_s=time.monotonic() - start,
-        )
+        return failed_task(base, f"{type(exc).__name__}: {exc}", time.monotonic() - start)
     return TaskResult(
         **base,
         score=score(task, answer),

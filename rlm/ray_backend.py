@@ -201,7 +201,7 @@ def bench_runner(
     length, seed, index), the worker builds it and writes its trajectory under `out` (a folder every
     node must see, on a cluster), and its result comes back to be saved by the driver. --rpm and
     --max-in-flight hold across the cluster, as in `run_on_ray`."""
-    from rlm.bench import ERROR_STATUS, TaskResult
+    from rlm.bench import TaskResult, failed_task, task_identity
 
     ray = connect(address, num_cpus=concurrency)
     remote = _remote_bench()
@@ -218,25 +218,7 @@ def bench_runner(
             ray.cancel(ref, force=True)
             raise
         except ray.exceptions.RayError as exc:  # the task's workers died past max_retries
-            return TaskResult(
-                id=task.id,
-                suite=task.suite,
-                method=cfg["method"],
-                model=cfg["model"],
-                sub_model=cfg["sub_model"] if cfg["method"] == "rlm" else None,
-                score=0.0,
-                status=ERROR_STATUS,
-                answer=None,
-                error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}",
-                cost_usd=0.0,
-                cost_complete=False,
-                prompt_tokens=0,
-                completion_tokens=0,
-                total_tokens=0,
-                sub_calls=0,
-                iterations=0,
-                wall_time_s=0.0,
-                meta=task.summary(),
-            )
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+            return failed_task(task_identity(task, cfg), error, 0.0)
 
     return run_task
