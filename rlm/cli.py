@@ -95,6 +95,12 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Processes that make the model calls, for wide fan-outs on spare cores (default 0: this one).",
         ),
         click.option(
+            "--transport",
+            type=click.Choice(["auto", "litellm"]),
+            help="auto (default): OpenAI-compatible models through rlm's own client, others through litellm; "
+            "litellm: every call through litellm.",
+        ),
+        click.option(
             "--after-block",
             type=click.Choice(["stop", "continue", "wait"]),
             help="At a closed block: end the reply and run it (stop, default), run it while the reply "

@@ -53,6 +53,14 @@ class Settings:
     # in the environment "openai/gpt-5=rpm:500,tpm:200000;ollama/qwen3=max_in_flight:2"
     model_limits: dict[str, dict[str, int]] | None = None
     call_workers: int = 0  # processes that make the provider calls (rlm/models/workers.py); 0: this one
+    # who makes provider calls: "auto" sends OpenAI-compatible endpoints through rlm's own client
+    # (rlm/models/openai_transport.py) and the rest through litellm; "litellm" sends every call there
+    transport: str = "auto"
+    # seconds the native transport waits: for a connection, for a reply to start (a non-streamed reply
+    # starts when it is complete; a slow local model may take minutes), and between pieces of a reply
+    connect_timeout: float = 30.0
+    first_byte_timeout: float = 600.0
+    idle_timeout: float = 120.0
     # model layer (rlm/models): fallbacks are {"model": ["fallback", ...]}; in the environment and on
     # the command line "model=fb1,fb2;other=fb3"
     fallbacks: dict[str, list[str]] | None = None
@@ -171,6 +179,8 @@ def resolve_settings(**explicit: Any) -> Settings:
     settings = Settings(**values)
     if settings.after_block not in ("continue", "stop", "wait"):
         raise ConfigError(f"after_block must be 'continue', 'stop' or 'wait', got {settings.after_block!r}.")
+    if settings.transport not in ("auto", "litellm"):
+        raise ConfigError(f"transport must be 'auto' or 'litellm', got {settings.transport!r}.")
     if settings.sandbox not in ("process", "inprocess"):
         raise ConfigError(f"sandbox must be 'process' or 'inprocess', got {settings.sandbox!r}.")
     _check_model_limits(settings.model_limits)
@@ -180,6 +190,9 @@ def resolve_settings(**explicit: Any) -> Settings:
 
 def _check_positive(settings: Settings) -> None:
     """Counts and limits must be positive: a zero would stop every run before it starts."""
+    for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be above 0 seconds, got {getattr(settings, name)!r}.")
     for name in ("max_iterations", "max_depth", "max_output_chars", "cell_timeout", "max_in_flight"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")

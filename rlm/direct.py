@@ -11,20 +11,16 @@ from typing import Any
 
 from rlm.tokens import count_tokens, encoding
 
-DEFAULT_WINDOW = 128_000  # tokens, when litellm does not know the model
+DEFAULT_WINDOW = 128_000  # tokens, when litellm's price table does not know the model
 OUTPUT_RESERVE = 4_096  # tokens kept free for the answer
 SYSTEM = "You are a helpful assistant."
 
 
 def model_window(model: str) -> int:
     """The model's input window in tokens from litellm's offline table, else DEFAULT_WINDOW."""
-    from rlm.models.pricing import litellm
+    from rlm.models.pricing import context_window
 
-    try:
-        info = litellm().get_model_info(model)
-    except Exception:  # unknown models raise a bare Exception
-        return DEFAULT_WINDOW
-    return int(info.get("max_input_tokens") or info.get("max_tokens") or DEFAULT_WINDOW)
+    return context_window(model) or DEFAULT_WINDOW
 
 
 def truncate_middle(text: str, max_tokens: int) -> str:

@@ -1,16 +1,20 @@
-"""Token counting that works offline.
+"""Token counting that works offline, without touching the environment.
 
-tiktoken downloads its encodings on first use; litellm ships the cl100k and o200k files, so we point
-`TIKTOKEN_CACHE_DIR` at them (unless the user set it) before tiktoken is first asked for an encoding.
+tiktoken downloads its encodings on first use. litellm's package ships the cl100k and o200k files
+(named as tiktoken's cache names them); unless the user points tiktoken at a cache of their own
+(TIKTOKEN_CACHE_DIR), the encoding is built straight from the shipped file, checked against the
+hash tiktoken expects. The patterns and special tokens are tiktoken's own (tiktoken_ext/openai_public.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import base64
+import hashlib
 import os
 from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
+
+from rlm.models.openai_compat import litellm_package
 
 if TYPE_CHECKING:
     import tiktoken
@@ -18,23 +22,72 @@ if TYPE_CHECKING:
 DEFAULT_ENCODING = "cl100k_base"
 
 
-def _point_tiktoken_at_bundled_files() -> None:
-    if os.environ.get("TIKTOKEN_CACHE_DIR"):
-        return
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    bundled = Path(next(iter(spec.submodule_search_locations))) / "litellm_core_utils" / "tokenizers"
-    if bundled.is_dir():
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)
+class _Spec(NamedTuple):
+    file: str  # sha1 of the download URL: the name tiktoken's cache (and litellm's copy) gives the file
+    sha256: str
+    pat_str: str
+    special_tokens: dict[str, int]
+
+
+_O200K_PAT = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+_BUNDLED = {
+    "cl100k_base": _Spec(
+        "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+        r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        {
+            "<|endoftext|>": 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            "<|endofprompt|>": 100276,
+        },
+    ),
+    "o200k_base": _Spec(
+        "fb374d419588a4632f3f557e76b4b70aebbca790",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        _O200K_PAT,
+        {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+    ),
+}
+
+
+def _from_bundled_file(name: str) -> tiktoken.Encoding | None:
+    """The encoding built from litellm's shipped copy of its file; None if there is no intact copy."""
+    import tiktoken
+
+    spec, package = _BUNDLED.get(name), litellm_package()
+    if spec is None or package is None:
+        return None
+    path = package / "litellm_core_utils" / "tokenizers" / spec.file
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != spec.sha256:
+        return None
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding(name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
 
 
 @cache
 def encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
     """The tiktoken encoding `name`, loaded once per process from the offline files."""
-    _point_tiktoken_at_bundled_files()
     import tiktoken
 
+    if not os.environ.get("TIKTOKEN_CACHE_DIR") and (bundled := _from_bundled_file(name)) is not None:
+        return bundled
     return tiktoken.get_encoding(name)
 
 

@@ -69,6 +69,7 @@ class Completion:
     usage: Usage = ZERO_USAGE
     cached: bool = False
     latency_s: float = 0.0
+    finish_reason: str | None = None  # as the provider said: "stop", "length" (cut at max tokens), ...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

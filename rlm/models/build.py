@@ -9,8 +9,9 @@ from rlm.budget import Budget
 from rlm.config import Settings
 from rlm.events import EventLog
 from rlm.models.cache import ResponseCache
-from rlm.models.gateway import ModelGateway
+from rlm.models.gateway import ModelGateway, select_transport
 from rlm.models.local_only import LocalPolicy
+from rlm.models.openai_transport import Timeouts
 from rlm.models.provider import Endpoint
 from rlm.models.router import RoutePolicy, Router, Routes
 from rlm.models.workers import CallWorkers
@@ -62,4 +63,8 @@ def build_gateway(
         cache=open_cache(settings),
         local_only=LocalPolicy.from_setting(settings.local_networks) if settings.local_only else None,
         workers=workers,
+        transport=select_transport(
+            settings.transport,
+            Timeouts(settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout),
+        ),
     )

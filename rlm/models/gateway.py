@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from rlm.budget import Budget
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.events import EventLog
-from rlm.models import provider
+from rlm.models import openai_transport, provider
 from rlm.models.cache import CachedReply, ResponseCache
 from rlm.models.local_only import LocalPolicy
+from rlm.models.openai_transport import OpenAITransport, Timeouts
 from rlm.models.prompt_cache import with_cache_hints
 from rlm.models.provider import Endpoint
 from rlm.models.router import Decision, Router, Routes
@@ -33,17 +34,47 @@ T = TypeVar("T")
 TRACE_CHARS = 4000  # sub-call prompts can hold whole chunks; the trace keeps their head and tail
 REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached reply is replayed word by word, like a live stream
 
-__all__ = ["ModelGateway", "Routes"]
+__all__ = ["AutoTransport", "ModelGateway", "Routes", "select_transport"]
 
 
 class Transport(Protocol):
-    """Who makes a provider call: this process (the `provider` module itself) or `CallWorkers`."""
+    """Who makes a provider call: rlm's own OpenAI client (`OpenAITransport`), litellm in this process
+    (the `provider` module itself) or litellm in `CallWorkers`; `AutoTransport` picks per endpoint."""
 
     async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion: ...
 
     def stream(
         self, endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
     ) -> AsyncIterator[str]: ...
+
+
+class AutoTransport:
+    """OpenAI-compatible endpoints on the native transport, every other provider on litellm (which is
+    imported only when such an endpoint is first called)."""
+
+    def __init__(self, native: OpenAITransport, other: Transport) -> None:
+        self.native = native
+        self.other = other
+
+    def _for(self, endpoint: Endpoint) -> Transport:
+        return self.native if openai_transport.serves(endpoint) else self.other
+
+    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion:
+        return await self._for(endpoint).complete(endpoint, messages)
+
+    def stream(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
+    ) -> AsyncIterator[str]:
+        return self._for(endpoint).stream(endpoint, messages, on_done)
+
+
+def select_transport(mode: str = "auto", timeouts: Timeouts | None = None) -> Transport:
+    """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm)."""
+    if mode == "litellm":
+        return provider
+    if mode != "auto":
+        raise ValueError(f"transport must be 'auto' or 'litellm', got {mode!r}")
+    return AutoTransport(OpenAITransport(timeouts), provider)
 
 
 class _PrefixSkipper:
@@ -85,6 +116,7 @@ class ModelGateway:
         cache: ResponseCache | None = None,
         local_only: LocalPolicy | None = None,
         workers: CallWorkers | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.router = routes if isinstance(routes, Router) else Router(routes)
         self.budget = budget
@@ -92,7 +124,8 @@ class ModelGateway:
         self.events = events
         self.cache = cache
         self.local_only = local_only
-        self._calls: Transport = workers or provider  # who makes the HTTP call: call workers, or this process
+        # who makes the HTTP call: call workers (litellm in processes of their own), else `transport`
+        self._calls: Transport = workers or transport or select_transport()
         self.usage_by_model: dict[str, Usage] = {}
         self.usage_by_role: dict[str, Usage] = {}
         self.sub_calls = 0  # calls made from REPL code (llm_query and friends), not root turns
@@ -403,6 +436,7 @@ class ModelGateway:
             cached=completion.cached,
             saved_usd=saved,
             latency_s=round(completion.latency_s, 4),
+            finish_reason=completion.finish_reason,
             prompt=clip(messages[-1].get("content", ""), TRACE_CHARS) if origin.role is not Role.ROOT else None,
             response=clip(completion.text, TRACE_CHARS) if origin.role is not Role.ROOT else None,
         )

@@ -1,7 +1,9 @@
-"""The litellm call itself: one request, streamed or not, turned into our plain types.
+"""The litellm transport: one request, streamed or not, turned into our plain types; and what every
+transport shares (Endpoint, prompt-size estimates, the meaning of an error).
 
 Nothing here retries, caches or routes; the gateway does that. litellm is imported on first use, with
-its offline cost map, so `rlm --help` stays instant and nothing is fetched from the network.
+its offline cost map, so `rlm --help` stays instant and nothing is fetched from the network; with the
+`auto` transport, OpenAI-compatible endpoints never reach it (rlm/models/openai_transport.py).
 """
 
 from __future__ import annotations
@@ -128,12 +130,14 @@ async def complete(endpoint: Endpoint, messages: list[dict[str, Any]]) -> Comple
         response = await litellm().acompletion(messages=messages, **endpoint.request_kwargs())
     except Exception as exc:
         raise classify(exc, endpoint.model) from exc
-    text = response.choices[0].message.content or ""
+    choice = response.choices[0]
+    text = choice.message.content or ""
     return Completion(
         text=text,
         model=endpoint.model,
         usage=_usage(endpoint, messages, getattr(response, "usage", None), text),
         latency_s=time.monotonic() - started,
+        finish_reason=getattr(choice, "finish_reason", None),
     )
 
 
@@ -145,6 +149,7 @@ async def stream(
     started = time.monotonic()
     parts: list[str] = []
     reported: Any = None
+    finish: str | None = None
     try:
         response = await litellm().acompletion(
             messages=messages,
@@ -158,6 +163,7 @@ async def stream(
         async for chunk in response:
             reported = getattr(chunk, "usage", None) or reported
             if chunk.choices:
+                finish = getattr(chunk.choices[0], "finish_reason", None) or finish
                 delta = chunk.choices[0].delta.content
                 if delta:
                     parts.append(delta)
@@ -169,11 +175,16 @@ async def stream(
         raise error from exc
     finally:
         await response.aclose()
-        on_done(completion_of(endpoint, messages, reported, "".join(parts), started))
+        on_done(completion_of(endpoint, messages, reported, "".join(parts), started, finish))
 
 
 def completion_of(
-    endpoint: Endpoint, messages: list[dict[str, Any]], reported: Any, text: str, started: float
+    endpoint: Endpoint,
+    messages: list[dict[str, Any]],
+    reported: Any,
+    text: str,
+    started: float,
+    finish_reason: str | None = None,
 ) -> Completion:
     """A streamed reply as a Completion, with the usage the provider `reported` (None: estimated here)."""
     return Completion(
@@ -181,4 +192,5 @@ def completion_of(
         model=endpoint.model,
         usage=_usage(endpoint, messages, reported, text),
         latency_s=time.monotonic() - started,
+        finish_reason=finish_reason,
     )
