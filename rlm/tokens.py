@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from functools import cache
+import threading
 from typing import TYPE_CHECKING, NamedTuple
 
 from rlm.models.openai_compat import litellm_package
@@ -81,9 +81,30 @@ def _from_bundled_file(name: str) -> tiktoken.Encoding | None:
     return tiktoken.Encoding(name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
 
 
-@cache
+_encodings: dict[str, tiktoken.Encoding] = {}
+_loading = threading.Lock()
+
+
 def encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
-    """The tiktoken encoding `name`, loaded once per process from the offline files."""
+    """The tiktoken encoding `name`, loaded once per process from the offline files (~0.2 s)."""
+    found = _encodings.get(name)
+    if found is None:
+        with _loading:  # a preload in progress is waited for, not repeated
+            found = _encodings.get(name)
+            if found is None:
+                found = _encodings[name] = _load(name)
+    return found
+
+
+def preload(name: str = DEFAULT_ENCODING) -> None:
+    """Load the encoding in a background thread, overlapping a run's start and first request: a
+    stream the engine closes before the provider's usage arrives is counted here, and would otherwise
+    wait for the load."""
+    if name not in _encodings:
+        threading.Thread(target=encoding, args=(name,), name="rlm-tiktoken-load", daemon=True).start()
+
+
+def _load(name: str) -> tiktoken.Encoding:
     import tiktoken
 
     if not os.environ.get("TIKTOKEN_CACHE_DIR") and (bundled := _from_bundled_file(name)) is not None:

@@ -16,6 +16,7 @@ from rlm.models.provider import Endpoint
 from rlm.models.router import RoutePolicy, Router, Routes
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import Scheduler
+from rlm.tokens import preload
 
 
 def routes_from(settings: Settings) -> Routes:
@@ -55,6 +56,7 @@ def build_gateway(
     workers: CallWorkers | None = None,
 ) -> ModelGateway:
     """The run's gateway; raises LocalOnlyViolation at once if local-only mode forbids a configured model."""
+    preload()  # token counts are needed by the first call at the latest: load while the run starts
     return ModelGateway(
         Router(routes_from(settings), policy),
         budget=budget,
