@@ -18,6 +18,10 @@ the event loop rlm's own runs use (uvloop when installed; `RLM_LOOP=asyncio` for
 4. a serial `for` loop of llm_query calls vs the same calls batched, with and without prefetch
 5. the fan-out and the tree again with `--call-workers` processes making the litellm calls
    (rlm/models/workers.py)
+
+`--transport auto` (the default) makes the calls of rows 1, 2 and 4 with rlm's own OpenAI client,
+`--transport litellm` with litellm; the rows that replace litellm by a stand-in always use litellm's
+transport (the stand-in takes its place), and so do call workers.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from rlm.events import EventLog
 from rlm.fences import CodeBlock
 from rlm.loop import run
 from rlm.models import provider
-from rlm.models.gateway import ModelGateway, Routes
+from rlm.models.gateway import ModelGateway, Routes, select_transport
 from rlm.models.provider import Endpoint, litellm
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import ModelLimits, Scheduler
@@ -52,6 +56,7 @@ from rlm.scripted.server import ChatRequest, Reply, _pieces
 from rlm.types import CallOrigin, Role
 
 SUB = CallOrigin((), Role.SUB)
+TRANSPORT = ["auto"]  # the transport of the timed rows: --transport, or litellm while `prebuilt` stands in
 
 
 def lat(seconds: float) -> str:
@@ -77,6 +82,7 @@ def gateway(base_url: str, max_in_flight: int, workers: CallWorkers | None = Non
         scheduler=Scheduler(default=ModelLimits(max_in_flight=max_in_flight)),
         events=EventLog(),
         workers=workers,
+        transport=select_transport(TRANSPORT[0]),
     )
 
 
@@ -106,6 +112,7 @@ async def tree(base_url: str, latency: float, sandbox: str, call_workers: int = 
         cache=False,
         sandbox=sandbox,
         call_workers=call_workers,
+        transport=TRANSPORT[0],
     )
     started = time.perf_counter()
     result = await rlm.aquery("ctx", f"TOPQ {lat(latency)}")
@@ -155,10 +162,12 @@ async def _chunks(pieces: list[str], usage: SimpleNamespace) -> AsyncIterator[Si
 @contextlib.contextmanager
 def prebuilt() -> Iterator[None]:
     real, provider.litellm = provider.litellm, _PrebuiltReply  # type: ignore[assignment]
+    chosen, TRANSPORT[0] = TRANSPORT[0], "litellm"
     try:
         yield
     finally:
         provider.litellm = real
+        TRANSPORT[0] = chosen
 
 
 async def per_call(call: Callable[[int], Awaitable[Any]], n: int) -> float:
@@ -195,6 +204,7 @@ async def overhead(base_url: str, n: int, rounds: int) -> dict[str, float]:
         for name, call in (("bare", bare), ("gateway", ours))[:: 1 if round_ % 2 else -1]:
             await asyncio.sleep(0.5)
             times[name].append(await per_call(call, n))
+        await asyncio.sleep(0.5)  # the same drain: a bare round may have just ended
         with prebuilt():
             times["ours"].append(await per_call(ours, n * 5))
         times["slot"].append(await per_call(slot, n * 10))
@@ -353,7 +363,10 @@ async def main(quick: bool, repeat: int, in_thread: bool, call_workers: int) -> 
     value = max(len(r[1]) for r in rows)
     where = "in a thread of this process" if in_thread else "in its own process"
     loop = type(asyncio.get_running_loop())
-    print(f"server {where}; event loop {loop.__module__}.{loop.__name__}; medians of {repeat} runs")
+    print(
+        f"server {where}; event loop {loop.__module__}.{loop.__name__}; transport {TRANSPORT[0]}; "
+        f"medians of {repeat} runs"
+    )
     print(f"{'case':<{width}}  {'measured':<{value}}  ratio")
     for name, measured, ratio in rows:
         print(f"{name:<{width}}  {measured:<{value}}  {ratio}")
@@ -365,5 +378,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3, help="runs per timed figure (the median is printed)")
     parser.add_argument("--in-thread", action="store_true", help="serve from a thread of this process")
     parser.add_argument("--call-workers", type=int, default=3, help="workers of the call-worker rows (0: none)")
+    parser.add_argument("--transport", choices=["auto", "litellm"], default="auto", help="who makes the calls")
     args = parser.parse_args()
+    TRANSPORT[0] = args.transport
     run(main(args.quick, args.repeat, args.in_thread, args.call_workers))  # rlm's own loop (RLM_LOOP picks)
