@@ -478,8 +478,8 @@ class ScriptedServer(_Loopback):
                 }
             )
         await self._send(request, response, record, tail + _sse("[DONE]"))
+        self._finish(record, "completed")  # before the body's end: a client may see it and look at once
         await response.write_eof()
-        self._finish(record, "completed")
         return response
 
     async def _send(
@@ -553,12 +553,12 @@ class ScriptedServer(_Loopback):
             return response
         response = web.Response(body=payload, content_type="application/json")
         await response.prepare(request)
-        await response.write_eof()
         now = time.time()
         record.first_chunk_at = now
         record.chunk_times.append((now, action.text))
         record.sent_text = action.text
-        self._finish(record, "completed")
+        self._finish(record, "completed")  # before the body is sent: the client may look at once
+        await response.write_eof()
         return response
 
 
