@@ -8,6 +8,7 @@ executes it, restores any engine name the cell rebound, and returns a plain dict
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import itertools
 import time
@@ -20,7 +21,7 @@ from sandbox.limits import CellLimits
 from sandbox.modules import ModuleProxy
 from sandbox.output import OutputBuffer, OutputFlood, Printer
 from sandbox.plain import NotPlain, context_ref, decode, encode, exact_str, stores_of, to_plain
-from sandbox.policy import ECHO_NAME, PolicyError, compile_cell
+from sandbox.policy import ECHO_NAME, CompiledCell, PolicyError, compile_cell
 from sandbox.prefetch import HOST_FUNCTION, PREFETCH_NAME, Prefetcher
 
 HostCall = Callable[[str, list[Any], dict[str, Any]], Any]
@@ -77,8 +78,9 @@ def namespace_extras(context: Any = None) -> dict[str, Any]:
 class Interpreter:
     """One persistent REPL namespace and the rules for running cells in it."""
 
-    def __init__(self, context: Any, limits: CellLimits, call_host: HostCall) -> None:
+    def __init__(self, context: Any, limits: CellLimits, call_host: HostCall, policy: bool = True) -> None:
         self.limits = limits
+        self.policy = policy  # False only in tests of the OS layer: cells are then plain Python
         self.call_host = call_host
         self.out = OutputBuffer(limits.output_chars, limits.flood_chars)
         self.sources: dict[str, list[str]] = {}
@@ -98,6 +100,9 @@ class Interpreter:
             **self.engine,
             "answer": {"content": "", "ready": False},
         }
+        if not policy:
+            self.ns["__builtins__"] = builtins
+            self.ns["print"] = Printer(self.out)._call_print  # still the cell's output
 
     # -- the names the cell sees ---------------------------------------------------------------
 
@@ -208,7 +213,7 @@ class Interpreter:
     def _execute(self, code: str, filename: str) -> tuple[str | None, str | None, list[str]]:
         if len(code) > self.limits.code_chars:
             return f"the cell is longer than {self.limits.code_chars:,} characters", "policy", []
-        compiled = compile_cell(code, filename)
+        compiled = compile_cell(code, filename) if self.policy else _compile_plain(code, filename)
         if compiled.code is None:
             kind = "policy" if compiled.error and compiled.error.startswith("PolicyError") else "exception"
             return compiled.error, kind, []
@@ -337,6 +342,14 @@ def _plain_answer(answer: Any, cap: int) -> tuple[str, bool, str | None]:
         dict.__setitem__(answer, "content", content[:cap])
         return content[:cap], ready, f"answer['content'] was cut to its first {cap:,} characters"
     return content, ready, None
+
+
+def _compile_plain(code: str, filename: str) -> CompiledCell:
+    """A cell compiled as plain Python, with no policy at all (tests of the OS layer alone)."""
+    try:
+        return CompiledCell(compile(code, filename, "exec"))
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return CompiledCell(None, f"{type(exc).__name__}: {exc}")
 
 
 def _error_kind(exc: BaseException) -> str:

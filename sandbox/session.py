@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from rlm.errors import RLMError
 from rlm.types import CellOutcome
+from sandbox import oslayer
 from sandbox.limits import CellLimits
 from sandbox.plain import to_plain
 from sandbox.protocol import AsyncChannel, ChannelClosed, ProtocolViolation
@@ -76,11 +77,17 @@ async def open_session(
     bridge: HostBridge,
     limits: CellLimits | None = None,
     mode: Literal["process", "inprocess"] = "process",
+    *,
+    policy: bool = True,
+    os_layer: bool = True,
 ) -> Session:
-    """Start a REPL session; raises SandboxError if it cannot start."""
+    """Start a REPL session; raises SandboxError if it cannot start.
+
+    `policy=False` and `os_layer=False` exist for tests and benchmarks of each layer on its own
+    (process mode only): they turn off the language policy or the worker's OS layer."""
     limits = limits or CellLimits()
     if mode == "process":
-        session = ProcessSession(context_spec, bridge, limits)
+        session = ProcessSession(context_spec, bridge, limits, policy=policy, os_layer=os_layer)
         await session.start()
         return session
     if mode == "inprocess":
@@ -212,10 +219,21 @@ class _Worker:
 class ProcessSession(Session):
     """A session whose cells run in a confined worker process (the security boundary)."""
 
-    def __init__(self, context_spec: dict[str, Any] | None, bridge: HostBridge, limits: CellLimits) -> None:
+    def __init__(
+        self,
+        context_spec: dict[str, Any] | None,
+        bridge: HostBridge,
+        limits: CellLimits,
+        *,
+        policy: bool = True,
+        os_layer: bool = True,
+    ) -> None:
         self.context_spec = context_spec
         self.bridge = bridge
         self.limits = limits
+        self.policy = policy
+        self.use_os_layer = os_layer
+        self.os_layer: dict[str, str] = {}  # each OS layer of the worker: "on" or why it is missing
         self.max_bytes = max(
             64 << 20, 4 * (limits.snapshot_chars + limits.output_chars + MAX_REPLAY_CHARS + 2 * limits.answer_chars)
         )
@@ -242,7 +260,13 @@ class ProcessSession(Session):
         worker = _Worker(AsyncChannel(reader, writer, self.max_bytes), pid, pidfd, status)
         try:
             await worker.channel.send(
-                {"op": "init", "context_spec": self.context_spec, "limits": self.limits.to_dict()}
+                {
+                    "op": "init",
+                    "context_spec": self.context_spec,
+                    "limits": self.limits.to_dict(),
+                    "policy": self.policy,
+                    "os_layer": self.use_os_layer,
+                }
             )
             reply = await asyncio.wait_for(worker.channel.recv(), START_TIMEOUT_S)
         except (TimeoutError, ChannelClosed, ProtocolViolation) as exc:
@@ -254,6 +278,9 @@ class ProcessSession(Session):
         if reply.get("op") != "ready":
             worker.stop()
             raise SandboxError(f"the REPL worker could not start: {reply.get('error', reply.get('op'))}")
+        layers = reply.get("os_layer")
+        if isinstance(layers, dict):
+            self.os_layer = {str(k)[:40]: str(v)[:200] for k, v in layers.items()}
         self._worker = worker
 
     async def run_cell(self, code: str) -> CellOutcome:
@@ -371,6 +398,11 @@ class ProcessSession(Session):
     @property
     def answer(self) -> dict[str, Any]:
         return dict(self._answer)
+
+    @property
+    def missing_layers(self) -> list[str]:
+        """The worker's OS layers that are not on, as 'name (why)'; empty when all hold."""
+        return oslayer.missing(self.os_layer)
 
     @property
     def worker_pid(self) -> int | None:

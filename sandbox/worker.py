@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from sandbox import oslayer
 from sandbox.limits import CellLimits
 from sandbox.protocol import BlockingChannel, ChannelClosed
 from sandbox.repl import CellTimeout, Interpreter, build_context
@@ -46,7 +47,7 @@ def serve(fd: int) -> None:
             if paused[0] or paused[1]:
                 signal.setitimer(signal.ITIMER_REAL, paused[0] or paused[1], paused[1])
 
-    interp = Interpreter(context, limits, call_host)
+    interp = Interpreter(context, limits, call_host, policy=init.get("policy", True) is not False)
 
     def on_alarm(signum: int, frame: Any) -> None:
         if interp.running:
@@ -55,7 +56,9 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGALRM, on_alarm)
     random.seed()  # every worker is forked from the same zygote: do not share its random state
     _confine(limits)
-    channel.send({"op": "ready"})
+    # From here on nothing new is opened: the channel, the context's mmap and every module are in place.
+    layers = oslayer.drop(enabled=init.get("os_layer", True) is not False)
+    channel.send({"op": "ready", "os_layer": layers})
     while True:
         try:
             message = channel.recv()
