@@ -21,7 +21,7 @@ the event loop rlm's own runs use (uvloop when installed; `RLM_LOOP=asyncio` for
 
 `--transport auto` (the default) makes the calls of rows 1, 2 and 4 with rlm's own OpenAI client,
 `--transport litellm` with litellm; the rows that replace litellm by a stand-in always use litellm's
-transport (the stand-in takes its place), and so do call workers.
+transport (the stand-in takes its place), and so do the call-worker rows (workers run litellm).
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def gateway(base_url: str, max_in_flight: int, workers: CallWorkers | None = Non
         budget=Budget(Limits()),
         scheduler=Scheduler(default=ModelLimits(max_in_flight=max_in_flight)),
         events=EventLog(),
-        workers=workers,
-        transport=select_transport(TRANSPORT[0]),
+        transport=select_transport(TRANSPORT[0], litellm_calls=workers),
     )
 
 
@@ -257,7 +256,9 @@ async def loop_cell(base_url: str, n: int, latency: float, prefetch: bool) -> tu
 async def with_call_workers(
     url: str, count: int, n: int, limit: int, latency: float, repeat: int, quick: bool
 ) -> list[tuple[str, str, str]]:
-    """The fan-out and the tree again, with litellm in `count` call-worker processes."""
+    """The fan-out and the tree again, with litellm in `count` call-worker processes (which serve only
+    litellm's calls: this process's own litellm rows are the baseline)."""
+    TRANSPORT[0] = "litellm"
     burst, burst_limit = (256, 64) if quick else (1024, 128)
     here = max([burst / (await fan_out(url, burst, burst_limit, 0.0))[0] for _ in range(repeat)])
     workers = CallWorkers(count)
@@ -297,6 +298,7 @@ def median_of(runs: list[tuple[float, float]]) -> tuple[float, float, str]:
 
 async def main(quick: bool, repeat: int, in_thread: bool, call_workers: int) -> None:
     rows: list[tuple[str, str, str]] = []
+    chosen = TRANSPORT[0]  # the call-worker rows switch to litellm at the end
     with serve(in_thread) as server:
         url = server.base_url
         await fan_out(url, 32, 32, 0.0)  # warm up: litellm's first calls import and build a lot
@@ -364,7 +366,7 @@ async def main(quick: bool, repeat: int, in_thread: bool, call_workers: int) -> 
     where = "in a thread of this process" if in_thread else "in its own process"
     loop = type(asyncio.get_running_loop())
     print(
-        f"server {where}; event loop {loop.__module__}.{loop.__name__}; transport {TRANSPORT[0]}; "
+        f"server {where}; event loop {loop.__module__}.{loop.__name__}; transport {chosen}; "
         f"medians of {repeat} runs"
     )
     print(f"{'case':<{width}}  {'measured':<{value}}  ratio")

@@ -444,6 +444,7 @@ def test_a_run_with_call_workers_answers_and_reports_them(scripted_server: Scrip
         api_key="sk-local",
         sandbox="inprocess",
         call_workers=2,
+        transport="litellm",  # call workers make litellm's calls; "auto" would serve openai/ here natively
     )
     result = rlm.query("ctx", "q")
     assert result.status is Status.COMPLETED, result.error

@@ -29,6 +29,7 @@ from rlm.models.openai_transport import OpenAITransport, Timeouts
 from rlm.models.pricing import SELF_NAMED, litellm, price, provider_of
 from rlm.models.provider import Endpoint
 from rlm.models.router import Routes
+from rlm.models.workers import CallWorkers
 from rlm.scheduler import RetryPolicy, Scheduler
 from rlm.scripted import Drop, Fault, Reply, ScriptedServer
 from rlm.tokens import count_tokens
@@ -246,7 +247,7 @@ def test_auto_picks_native_for_openai_compatible_models_and_litellm_for_the_rest
     assert auto._for(Endpoint("hosted_vllm/x")) is provider  # no base URL known: litellm says why
 
 
-def test_the_transport_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_transport_setting_and_call_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLM_CONFIG", "/nonexistent/config.toml")
     with pytest.raises(ConfigError, match="transport must be 'auto' or 'litellm'"):
         resolve_settings(model="openai/x", transport="httpx")
@@ -259,6 +260,10 @@ def test_the_transport_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert forced._calls is provider
     auto = build_gateway(resolve_settings(model="openai/x", api_base="http://127.0.0.1:9/v1", idle_timeout=7), **parts)
     assert isinstance(auto._calls, AutoTransport) and auto._calls.native.timeouts.idle_s == 7
+    workers = CallWorkers(2)  # not started: only who would make which call is looked at
+    settings = resolve_settings(model="openai/x", api_base="http://127.0.0.1:9/v1")
+    with_workers = build_gateway(settings, **parts, workers=workers)
+    assert isinstance(with_workers._calls, AutoTransport) and with_workers._calls.other is workers
 
 
 # --- agreement with litellm's own data ------------------------------------------------------------

@@ -68,5 +68,6 @@ def build_gateway(
         transport=select_transport(
             settings.transport,
             Timeouts(settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout),
+            workers,
         ),
     )

@@ -68,13 +68,17 @@ class AutoTransport:
         return self._for(endpoint).stream(endpoint, messages, on_done)
 
 
-def select_transport(mode: str = "auto", timeouts: Timeouts | None = None) -> Transport:
-    """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm)."""
+def select_transport(
+    mode: str = "auto", timeouts: Timeouts | None = None, litellm_calls: Transport | None = None
+) -> Transport:
+    """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm).
+    `litellm_calls` makes the litellm calls (call workers); default: litellm in this process."""
+    other = litellm_calls or provider
     if mode == "litellm":
-        return provider
+        return other
     if mode != "auto":
         raise ValueError(f"transport must be 'auto' or 'litellm', got {mode!r}")
-    return AutoTransport(OpenAITransport(timeouts), provider)
+    return AutoTransport(OpenAITransport(timeouts), other)
 
 
 class _PrefixSkipper:
@@ -124,8 +128,9 @@ class ModelGateway:
         self.events = events
         self.cache = cache
         self.local_only = local_only
-        # who makes the HTTP call: call workers (litellm in processes of their own), else `transport`
-        self._calls: Transport = workers or transport or select_transport()
+        # who makes the HTTP call: `transport`, else rlm's own client for OpenAI-compatible endpoints and
+        # litellm for the rest, in call workers (processes of their own) when there are any
+        self._calls: Transport = transport or select_transport(litellm_calls=workers)
         self.usage_by_model: dict[str, Usage] = {}
         self.usage_by_role: dict[str, Usage] = {}
         self.sub_calls = 0  # calls made from REPL code (llm_query and friends), not root turns
