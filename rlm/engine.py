@@ -113,6 +113,8 @@ class Node:
         settings = self.tree.settings
         self._emit("node_start", question=self.question, context=self.context.describe())
         repl = await open_session(self.context.to_spec(), self, limits=settings.cell_limits, mode=settings.sandbox)
+        if repl.missing_layers:
+            self._emit("sandbox_layers", missing=repl.missing_layers)
         try:
             messages = prompts.first_messages(self.context.describe(), self.question, settings.after_block)
             for iteration in range(1, settings.max_iterations + 1):

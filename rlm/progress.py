@@ -76,6 +76,9 @@ class Progress:
                 self.in_flight = max(0, self.in_flight - 1)
             then = f"retrying in {retry:.1f} s" if retry is not None else "giving up"
             self.console.print(f"[yellow]{escape(self._safe(event['error']))} ({then})[/]", highlight=False)
+        elif kind == "sandbox_layers" and self.verbose and not event["path"]:
+            missing = f"the REPL sandbox runs without these OS layers: {', '.join(event['missing'])}"
+            self.console.print(f"[yellow]{escape(self._safe(missing))}[/]", highlight=False)
         elif kind == "call_workers" and event.get("error"):
             warning = f"call workers could not start ({event['error']}); the calls were made in this process"
             self.console.print(f"[yellow]{escape(self._safe(warning))}[/]", highlight=False)

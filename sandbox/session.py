@@ -65,6 +65,11 @@ class Session(ABC):
     def answer(self) -> dict[str, Any]:
         """The cell's `answer` dict as last seen, also mid-cell: what a cancelled run keeps."""
 
+    @property
+    def missing_layers(self) -> list[str]:
+        """The OS layers (sandbox/oslayer.py) not under this session's cells, as 'name (why)'."""
+        return [f"{name} (in-process mode)" for name in oslayer.LAYERS]
+
     async def __aenter__(self) -> Session:
         return self
 

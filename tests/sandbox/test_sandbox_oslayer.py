@@ -141,3 +141,26 @@ def attacked() -> Iterator[Repl]:
     driver.ok("canary = {'n': 41}")
     yield driver
     driver.close()
+
+
+def test_missing_layers_reach_the_verbose_output() -> None:
+    """An in-process session has no OS layer: the run's event says so and `rlm query -v` shows it."""
+    import io
+
+    from rich.console import Console
+
+    from rlm.progress import Progress
+
+    async def missing() -> list[str]:
+        session = await open_session(None, FakeBridge(), FAST_LIMITS, mode="inprocess")
+        try:
+            return session.missing_layers
+        finally:
+            await session.aclose()
+
+    layers = asyncio.run(missing())
+    assert layers == [f"{name} (in-process mode)" for name in LAYERS]
+    shown = io.StringIO()
+    with Progress(Console(file=shown, width=300), verbose=True) as progress:
+        progress({"type": "sandbox_layers", "path": [], "missing": layers})
+    assert "runs without these OS layers: no_new_privs (in-process mode)" in shown.getvalue()
