@@ -1,4 +1,6 @@
 """Sandbox costs: per-cell round trip, worker start, idle memory; in-process mode as the baseline.
+Then the OS layer (sandbox/oslayer.py) on vs off, and how many attacks it contains with the language
+policy off (the attack lists of tests/sandbox).
 
 Run: .venv/bin/python benchmarks/bench_sandbox.py
 """
@@ -6,7 +8,9 @@ Run: .venv/bin/python benchmarks/bench_sandbox.py
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -34,8 +38,8 @@ def _memory_kb(pid: int | str) -> tuple[int, int]:
     return fields["Rss:"], fields["Pss:"]
 
 
-async def _per_cell_us(mode: str) -> tuple[float, float]:
-    async with await open_session(None, NullBridge(), CellLimits(), mode=mode) as session:
+async def _per_cell_us(mode: str, **options: bool) -> tuple[float, float]:
+    async with await open_session(None, NullBridge(), CellLimits(), mode=mode, **options) as session:
         for _ in range(100):
             await session.run_cell("x = 1")
         samples = []
@@ -46,11 +50,11 @@ async def _per_cell_us(mode: str) -> tuple[float, float]:
     return statistics.median(samples) * 1e6, statistics.quantiles(samples, n=100)[98] * 1e6
 
 
-async def _start_ms(mode: str) -> float:
+async def _start_ms(mode: str, **options: bool) -> float:
     samples = []
     for _ in range(STARTS):
         started = time.perf_counter()
-        session = await open_session(None, NullBridge(), mode=mode)
+        session = await open_session(None, NullBridge(), mode=mode, **options)
         samples.append(time.perf_counter() - started)
         await session.aclose()
     return statistics.median(samples) * 1e3
@@ -94,6 +98,47 @@ async def main() -> None:
         print(f"{name:34} {process:>10} {inprocess:>22}")
     ratio = process_cell[0] / inprocess_cell[0]
     print(f"process/inprocess per-cell ratio: {ratio:.1f}x; target under 1 ms: {process_cell[0] < 1000}")
+    await _os_layer()
+
+
+async def _os_layer() -> None:
+    """Cell latency and session start with the OS layer on vs off; attacks contained with the policy off."""
+    on_cell, off_cell = await _per_cell_us("process"), await _per_cell_us("process", os_layer=False)
+    on_start, off_start = await _start_ms("process"), await _start_ms("process", os_layer=False)
+    print(f"\n{'OS layer':34} {'on':>10} {'off':>10} {'on/off':>8}")
+    for name, on, off in [
+        ("trivial cell, median (us)", on_cell[0], off_cell[0]),
+        ("trivial cell, p99 (us)", on_cell[1], off_cell[1]),
+        ("session start, warm (ms)", on_start, off_start),
+    ]:
+        print(f"{name:34} {on:>10.1f} {off:>10.1f} {on / off:>7.2f}x")
+    print(f"target under 1 ms a cell with the OS layer on: {on_cell[0] < 1000}")
+    contained, total = await _contained_without_policy()
+    print(f"attacks contained with the language policy off: {contained}/{total}")
+
+
+def _attack_cases() -> tuple[list[tuple[str, str]], str]:
+    """(code, what its outcome must show) of every attack in tests/sandbox, and the probe file's path."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "sandbox"))
+    from test_sandbox_attacks import ATTACKS
+    from test_sandbox_oslayer import OS_ATTACKS, PROBE
+
+    return [(code, needle) for _, code, needle in OS_ATTACKS] + [(code, "") for _, code, _, _ in ATTACKS], str(PROBE)
+
+
+async def _contained_without_policy() -> tuple[int, int]:
+    """Each attack of the test lists, run as plain Python with only the OS layer: contained when no host
+    file leaks, no probe file appears, the OS attack's expected failure shows, and the session still runs."""
+    cases, probe = await asyncio.to_thread(_attack_cases)  # the test module starts a session as it loads
+    contained = 0
+    async with await open_session(None, NullBridge(), CellLimits(timeout_s=1.0), policy=False) as session:
+        for code, needle in cases:
+            outcome = await session.run_cell(code)
+            seen = (outcome.error or "") + outcome.stdout
+            alive = await session.run_cell("print('alive')")
+            leaked = "root:" in seen or os.path.exists(probe)
+            contained += needle in seen and not leaked and alive.stdout == "alive\n"
+    return contained, len(cases)
 
 
 if __name__ == "__main__":
