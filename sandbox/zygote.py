@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); from sandbox.zygote import main; main(int(sys.argv[2]))"
@@ -101,6 +101,32 @@ def _warm(preload: object) -> None:
     repl.namespace_extras()
     with contextlib.suppress(ImportError):
         import rlm.context  # noqa: F401
+    _load_encodings()
+
+
+REPL_ENCODINGS = ("cl100k_base", "o200k_base")
+
+
+def _load_encodings() -> None:
+    """Build the tokenizers cells may use (count_tokens, chunk_tokens) from the offline files, and
+    refuse any other: a worker may open no file and reach no network (sandbox/oslayer.py), so tiktoken
+    must never try to read or download one there."""
+    try:
+        from rlm import tokens
+    except ImportError:
+        return
+    loaded = []
+    for name in REPL_ENCODINGS:
+        found = tokens._from_bundled_file(name)
+        if found is not None:
+            tokens._encodings[name] = found
+            loaded.append(name)
+
+    def refuse(name: str) -> Any:
+        have = ", ".join(repr(n) for n in loaded) or "none"
+        raise ValueError(f"the tokenizer {name!r} is not available in the REPL (loaded: {have})")
+
+    tokens._load = refuse
 
 
 def _import_path() -> list[str]:

@@ -204,6 +204,8 @@ ATTACKS = [
         EXC,
         "could not be shown",
     ),
+    # tokenizers: only those loaded in the zygote, never a file read or a download
+    ("tiktoken-unknown", "count_tokens('abc', encoding_name='p50k_base')", EXC, "not available in the REPL"),
     # size caps (review B3): the reply stays under the channel cap, nothing is killed
     ("answer-content-huge", "answer['content'] = 'a' * 40_000_000", None, "cut to its first 1,000,000"),
     ("answer-after-huge", "answer = {'content': '', 'ready': False}\nanswer = 0", None, "answer"),

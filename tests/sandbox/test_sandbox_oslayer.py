@@ -164,3 +164,12 @@ def test_missing_layers_reach_the_verbose_output() -> None:
     with Progress(Console(file=shown, width=300), verbose=True) as progress:
         progress({"type": "sandbox_layers", "path": [], "missing": layers})
     assert "runs without these OS layers: no_new_privs (in-process mode)" in shown.getvalue()
+
+
+def test_tokenizers_work_under_the_os_layer(attacked: Repl) -> None:
+    """count_tokens and chunk_tokens use the encodings loaded in the zygote: no file is opened."""
+    outcome = attacked.ok(
+        "print(count_tokens('hello world'), count_tokens('hello', encoding_name='o200k_base'))\n"
+        "print(len(chunk_tokens(context, 50)) > 1)"
+    )
+    assert outcome.stdout == "2 1\nTrue\n"
