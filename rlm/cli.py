@@ -45,7 +45,7 @@ def _load_context(paths: tuple[str, ...], errors: str) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="rlm-engine", prog_name="rlm")
+@click.version_option(package_name="rlm-stream", prog_name="rlm")
 def main() -> None:
     """Recursive Language Models: answer questions about contexts far larger than a model's window."""
 

@@ -28,7 +28,7 @@ def import_ray() -> Any:
         import ray
     except ImportError as exc:
         raise ConfigError(
-            "--ray needs Ray, which is not installed: pip install 'rlm-engine[ray]' (or pip install ray)"
+            "--ray needs Ray, which is not installed: pip install 'rlm-stream[ray]' (or pip install ray)"
         ) from exc
     return ray
 

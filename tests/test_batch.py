@@ -136,7 +136,7 @@ def test_without_ray_the_message_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, scripted_server: ScriptedServer, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does when Ray is not installed
-    with pytest.raises(ConfigError, match=r"--ray needs Ray, which is not installed: pip install 'rlm-engine\[ray\]'"):
+    with pytest.raises(ConfigError, match=r"--ray needs Ray, which is not installed: pip install 'rlm-stream\[ray\]'"):
         run_batch(_jobs(tmp_path), tmp_path / "r.jsonl", _options(scripted_server), ray_address="local", progress=False)
     assert not scripted_server.records()
 
@@ -148,7 +148,7 @@ def test_without_ray_the_message_says_what_to_install(
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
     if RAY_MISSING:
-        pytest.skip("Ray is not installed (pip install 'rlm-engine[ray]')")
+        pytest.skip("Ray is not installed (pip install 'rlm-stream[ray]')")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -207,7 +207,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
     """A `ray start --head` cluster of 2 CPUs (its own session, killed whole afterwards): its address
     and the environment that joins it (token authentication off: the test's processes are all local)."""
     if RAY_MISSING:
-        pytest.skip("Ray is not installed (pip install 'rlm-engine[ray]')")
+        pytest.skip("Ray is not installed (pip install 'rlm-stream[ray]')")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", "0"]
     command += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"]
