@@ -102,6 +102,19 @@ def _warm(preload: object) -> None:
     with contextlib.suppress(ImportError):
         import rlm.context  # noqa: F401
     _load_encodings()
+    _load_codecs()
+
+
+def _load_codecs() -> None:
+    """Import every text codec now (~75 ms, 5 MB, shared): `s.encode('cp1252')` imports its codec on
+    first use, and a worker may open no file."""
+    import codecs
+    import encodings
+    import pkgutil
+
+    for module in pkgutil.iter_modules(encodings.__path__):
+        with contextlib.suppress(Exception):  # codecs of other platforms (mbcs, oem) do not load
+            codecs.lookup(module.name)
 
 
 REPL_ENCODINGS = ("cl100k_base", "o200k_base")

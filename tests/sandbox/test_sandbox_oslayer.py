@@ -167,9 +167,10 @@ def test_missing_layers_reach_the_verbose_output() -> None:
 
 
 def test_tokenizers_work_under_the_os_layer(attacked: Repl) -> None:
-    """count_tokens and chunk_tokens use the encodings loaded in the zygote: no file is opened."""
+    """Tokenizers and text codecs are loaded in the zygote: using them in a cell opens no file."""
     outcome = attacked.ok(
         "print(count_tokens('hello world'), count_tokens('hello', encoding_name='o200k_base'))\n"
-        "print(len(chunk_tokens(context, 50)) > 1)"
+        "print(len(chunk_tokens(context, 50)) > 1)\n"
+        "print('é'.encode('cp1252'), 'é'.encode('latin1'), b'\\xe9'.decode('mac_roman'))"
     )
-    assert outcome.stdout == "2 1\nTrue\n"
+    assert outcome.stdout == "2 1\nTrue\nb'\\xe9' b'\\xe9' È\n"
