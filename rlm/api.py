@@ -105,7 +105,7 @@ class RLM:
             events.subscribe(writer)
         if on_event:
             events.subscribe(on_event)
-        budget = Budget(Limits(s.timeout, s.max_cost, s.max_tokens, s.max_calls))
+        budget = Budget(Limits(s.timeout, s.max_cost, s.max_tokens, s.max_calls, s.max_completion_tokens))
         default = ModelLimits(max_in_flight=s.max_in_flight, rpm=s.rpm, tpm=s.tpm)
         scheduler = Scheduler(
             default=default,

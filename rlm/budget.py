@@ -1,20 +1,27 @@
 """Tree-wide limits: wall time, cost, tokens and model calls, shared by the root and every child.
 
-The gateway calls `check()` before each model call is sent, which reserves that call, and `record()`
-after it returns, which settles the reservation (`release()` gives it back when the call fails). Calls
-in flight count against `max_calls`, so a fan-out cannot send more calls than the limit. The first
-limit reached trips the budget once; the run's owner is told (`on_trip`) and cancels the whole tree,
-so no descendant keeps spending.
+Before a call is sent the gateway reserves its worst case (`reserve`): one call, its prompt and the
+longest reply it may get (the `max_tokens` it is sent with), at its model's price (tokens only for a
+model without a price). A reservation that does not fit beside what was spent and what calls in flight
+hold waits for them to settle; one that cannot fit even then is refused and the call is not sent. When
+the call ends, `settle` replaces its reservation with what it used. So no fan-out, however wide, spends
+past a limit. The first limit reached trips the budget once; the run's owner is told (`on_trip`) and
+cancels the whole tree, so no descendant keeps spending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rlm.errors import BudgetExceeded
 from rlm.types import ZERO_USAGE, Status, Usage
+
+# The longest reply a call may get when a cost or token limit needs one and `max_completion_tokens`
+# is not set: without a bound on the reply, no worst case could be reserved.
+DEFAULT_COMPLETION_CAP = 8192
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,15 @@ class Limits:
     max_cost: float | None = None
     max_tokens: int | None = None
     max_calls: int | None = None
+    max_completion_tokens: int | None = None  # per call; sent as the call's max_tokens
+
+
+@dataclass(eq=False)
+class Reservation:
+    """One call's worst case, held from before it is sent until it is settled."""
+
+    worst: Usage
+    settled: bool = field(default=False, init=False)
 
 
 class Budget:
@@ -30,54 +46,97 @@ class Budget:
         self.limits = limits
         self.started = time.monotonic()
         self.spent: Usage = ZERO_USAGE
-        self.reserved = 0  # calls checked and sent, not yet recorded or released
         self.tripped: BudgetExceeded | None = None
         self._on_trip: list[Callable[[BudgetExceeded], None]] = []
+        self._held: set[Reservation] = set()
+        self._waiters: list[asyncio.Future[None]] = []
 
     def on_trip(self, callback: Callable[[BudgetExceeded], None]) -> None:
         self._on_trip.append(callback)
+
+    @property
+    def held(self) -> Usage:
+        """The worst cases of the calls sent and not yet settled."""
+        return sum((reservation.worst for reservation in self._held), ZERO_USAGE)
+
+    @property
+    def reserved(self) -> int:
+        """Calls sent and not yet settled."""
+        return len(self._held)
+
+    @property
+    def completion_cap(self) -> int | None:
+        """The longest reply a call may get (sent as its max_tokens), or None when no limit needs one."""
+        if self.limits.max_completion_tokens is not None:
+            return self.limits.max_completion_tokens
+        if self.limits.max_cost is not None or self.limits.max_tokens is not None:
+            return DEFAULT_COMPLETION_CAP
+        return None
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether a call's worst case in tokens and cost matters (else only the call itself does)."""
+        return self.limits.max_cost is not None or self.limits.max_tokens is not None
 
     def remaining_s(self) -> float | None:
         if self.limits.timeout_s is None:
             return None
         return self.limits.timeout_s - (time.monotonic() - self.started)
 
-    def check(self) -> None:
-        """Raise BudgetExceeded if one more call would go past a limit (and trip the budget); else
-        reserve that call until `record()` or `release()`."""
-        if self.tripped is None:
-            self._trip_if(self._over(next_call=True))
-        if self.tripped is not None:
-            raise self.tripped
-        self.reserved += 1
+    async def reserve(self, worst: Usage) -> Reservation:
+        """Hold `worst` against every limit before its call is sent. A call that fits once calls in
+        flight settle waits for them; one that cannot fit even then trips the budget and raises
+        BudgetExceeded: it is not sent."""
+        while True:
+            self.ensure_open()
+            refusal = self._refusal(worst, self.spent)
+            if refusal is not None:
+                self._trip_if(refusal)
+                raise self.tripped or refusal
+            if self._refusal(worst, self.spent + self.held) is None:
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        reservation = Reservation(worst)
+        self._held.add(reservation)
+        return reservation
+
+    def settle(self, reservation: Reservation, used: Usage) -> None:
+        """Replace a call's reservation with what it `used` (ZERO_USAGE: a refused request, not
+        counted). Idempotent. Reaching a limit trips the budget."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        self._held.discard(reservation)
+        self.record(used)
+        self._wake()
 
     def ensure_open(self) -> None:
         """Raise if the budget has tripped (or the time is up): even a free cache hit must not let a
         stopped tree go on."""
         remaining = self.remaining_s()
         if self.tripped is None and remaining is not None and remaining <= 0:
-            self._trip_if(self._over(next_call=False))
+            self._trip_if(self._over())
         if self.tripped is not None:
             raise self.tripped
 
-    def record(self, usage: Usage, *, reserved: bool = True) -> None:
-        """Count a finished call and settle its reservation (`reserved=False`: it had none, e.g. a
-        cache hit). Going over a limit trips the budget; the next check raises."""
-        if reserved:
-            self.reserved = max(0, self.reserved - 1)
+    def record(self, usage: Usage) -> None:
+        """Count spending that had no reservation. Reaching a limit trips the budget."""
         self.spent = self.spent + usage
         if self.tripped is None:
-            self._trip_if(self._over(next_call=False))
-
-    def release(self) -> None:
-        """Give back the reservation of a call that failed or was cancelled: it is not counted."""
-        self.reserved = max(0, self.reserved - 1)
+            self._trip_if(self._over())
 
     def trip(self, status: Status, message: str) -> None:
         """Trip from outside (the run's own deadline, for example)."""
         self._trip_if(BudgetExceeded(status, message))
 
-    def _over(self, *, next_call: bool) -> BudgetExceeded | None:
+    def _over(self) -> BudgetExceeded | None:
+        """A limit that what was spent has reached."""
         limits, spent = self.limits, self.spent
         remaining = self.remaining_s()
         if remaining is not None and remaining <= 0:
@@ -91,14 +150,40 @@ class Budget:
                 Status.MAX_TOKENS,
                 f"the token limit of {limits.max_tokens:,} was reached ({spent.total_tokens:,} tokens)",
             )
-        calls = spent.calls + self.reserved + (1 if next_call else 0)
-        if limits.max_calls is not None and calls > limits.max_calls:
+        return None
+
+    def _refusal(self, worst: Usage, base: Usage) -> BudgetExceeded | None:
+        """The limit that `worst` on top of `base` would pass."""
+        limits, total = self.limits, base + worst
+        reply = f"its prompt and a reply of up to {worst.completion_tokens:,} tokens; a lower max_completion_tokens"
+        reply += " fits more calls"
+        if limits.max_calls is not None and total.calls > limits.max_calls:
             return BudgetExceeded(Status.MAX_CALLS, f"the limit of {limits.max_calls:,} model calls was reached")
+        if limits.max_cost is not None and total.cost_usd > limits.max_cost:
+            return BudgetExceeded(
+                Status.MAX_COST,
+                f"the cost limit of ${limits.max_cost:g} cannot cover the next call: ${self.spent.cost_usd:.4f} spent, "
+                f"and it could cost up to ${worst.cost_usd:.4f} ({reply})",
+            )
+        if limits.max_tokens is not None and total.total_tokens > limits.max_tokens:
+            return BudgetExceeded(
+                Status.MAX_TOKENS,
+                f"the token limit of {limits.max_tokens:,} cannot cover the next call: {self.spent.total_tokens:,} "
+                f"tokens spent, and it could use up to {worst.total_tokens:,} ({reply})",
+            )
         return None
 
     def _trip_if(self, exceeded: BudgetExceeded | None) -> None:
         if exceeded is None or self.tripped is not None:
             return
         self.tripped = exceeded
+        self._wake()
         for callback in self._on_trip:
             callback(exceeded)
+
+    def _wake(self) -> None:
+        """Let every waiting reservation look again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

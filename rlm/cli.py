@@ -77,6 +77,12 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-cost", type=float, help="Cost limit of a run (the whole tree), in USD."),
         click.option("--max-tokens", type=int, help="Token limit of a run (the whole tree)."),
         click.option("--max-calls", type=int, help="Model-call limit of a run (the whole tree)."),
+        click.option(
+            "--max-completion-tokens",
+            type=int,
+            help="Longest reply of one call, sent as its max_tokens (default with --max-cost/--max-tokens: 8192); "
+            "each call is sent only when its prompt and a reply this long fit in the limits.",
+        ),
         click.option("--cell-timeout", type=float, help="Seconds of computation per REPL cell (default 60)."),
         click.option(
             "--sandbox-memory",

@@ -41,6 +41,9 @@ class Settings:
     max_cost: float | None = None
     max_tokens: int | None = None
     max_calls: int | None = None
+    # the longest reply one call may get, sent as its max_tokens; with max_cost or max_tokens set and
+    # this unset, 8192: a call is sent only when its prompt and a reply this long fit in those limits
+    max_completion_tokens: int | None = None
     after_block: str = "stop"  # see EngineSettings.after_block
     max_output_chars: int = 20_000
     sandbox: str = "process"
@@ -198,7 +201,16 @@ def _check_positive(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")
     if settings.call_workers < 0:
         raise ConfigError(f"call_workers must be 0 (calls made here) or more, got {settings.call_workers!r}.")
-    for name in ("timeout", "max_cost", "max_tokens", "max_calls", "rpm", "tpm", "sandbox_memory_mb"):
+    for name in (
+        "timeout",
+        "max_cost",
+        "max_tokens",
+        "max_calls",
+        "max_completion_tokens",
+        "rpm",
+        "tpm",
+        "sandbox_memory_mb",
+    ):
         value = getattr(settings, name)
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be above 0 (or unset for no limit), got {value!r}.")

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rlm.budget import Budget
 from rlm.errors import ProviderError, StreamInterrupted
@@ -20,6 +21,7 @@ from rlm.models import openai_transport, provider
 from rlm.models.cache import CachedReply, ResponseCache
 from rlm.models.local_only import LocalPolicy
 from rlm.models.openai_transport import OpenAITransport, Timeouts
+from rlm.models.pricing import provider_of, usage_of
 from rlm.models.prompt_cache import with_cache_hints
 from rlm.models.provider import Endpoint
 from rlm.models.router import Decision, Router, Routes
@@ -30,9 +32,9 @@ from rlm.types import ZERO_USAGE, CallOrigin, Completion, Role, Usage
 if TYPE_CHECKING:
     from rlm.models.workers import CallWorkers
 
-T = TypeVar("T")
 TRACE_CHARS = 4000  # sub-call prompts can hold whole chunks; the trace keeps their head and tail
 REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached reply is replayed word by word, like a live stream
+PROMPT_MARGIN = 1.1  # a provider's tokenizer may count more prompt tokens than tiktoken does
 
 __all__ = ["AutoTransport", "ModelGateway", "Routes", "select_transport"]
 
@@ -79,6 +81,12 @@ def select_transport(
     if mode != "auto":
         raise ValueError(f"transport must be 'auto' or 'litellm', got {mode!r}")
     return AutoTransport(OpenAITransport(timeouts), other)
+
+
+def _reply_cap(endpoint: Endpoint) -> int | None:
+    """The longest reply `endpoint` is asked for, if its parameters set one."""
+    cap = endpoint.params.get("max_completion_tokens") or endpoint.params.get("max_tokens")
+    return int(cap) if cap else None
 
 
 class _PrefixSkipper:
@@ -229,7 +237,7 @@ class ModelGateway:
                     raise
                 self._fall_back(endpoint, candidates[index + 1], origin, error)
                 continue
-            self._account(completion, origin, messages, self._reason(decision, index))  # settles the reservation
+            self._account(completion, origin, messages, self._reason(decision, index))
             if self.cache and keys[index]:
                 self.cache.put(keys[index], completion)
             return index, completion
@@ -286,8 +294,9 @@ class ModelGateway:
                 self._fall_back(endpoint, candidates[index + 1], origin, error)
 
     def _candidates(self, endpoint: Endpoint) -> list[Endpoint]:
-        """The routed endpoint and its fallback chain, all checked by local-only mode first."""
-        candidates = [endpoint, *self.router.fallbacks(endpoint)]
+        """The routed endpoint and its fallback chain, all checked by local-only mode first, each with
+        the reply cap the budget needs (so the cache keys hold the request as sent)."""
+        candidates = [self._capped(candidate) for candidate in (endpoint, *self.router.fallbacks(endpoint))]
         for candidate in candidates:
             self._guard(candidate)
         return candidates
@@ -326,14 +335,13 @@ class ModelGateway:
         while True:
             attempt += 1
             finished: list[Completion] = []
-            delivered = failed = ended = reserved = False
+            delivered = failed = ended = False
             try:
                 async with (
                     self.scheduler.slot(endpoint.model, origin, lambda: provider.prompt_tokens(messages)),
+                    self._metered(endpoint, messages, finished),
                     contextlib.aclosing(self._calls.stream(endpoint, prepared, finished.append)) as deltas,
                 ):
-                    self.budget.check()  # when the slot is granted: a queued call sees limits reached meanwhile
-                    reserved = True
                     async for delta in deltas:
                         if text := skipper.feed(delta):
                             delivered = True
@@ -346,10 +354,8 @@ class ModelGateway:
                     raise
                 await self._wait_before_retry(attempt, error, endpoint, origin)
             finally:
-                if reserved and not finished:
-                    self.budget.release()  # the request failed before any reply: it is not counted
                 for completion in finished:
-                    self._account(completion, origin, messages, reason)  # settles the reservation
+                    self._account(completion, origin, messages, reason)
                     if self.cache and key and completion.text and not failed:
                         self.cache.put(key, completion, complete=ended)
 
@@ -382,21 +388,66 @@ class ModelGateway:
         endpoint: Endpoint,
         origin: CallOrigin,
         messages: list[dict[str, Any]],
-        call: Callable[[], Awaitable[T]],
-    ) -> T:
+        call: Callable[[], Awaitable[Completion]],
+    ) -> Completion:
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self.scheduler.slot(endpoint.model, origin, lambda: provider.prompt_tokens(messages)):
-                    self.budget.check()  # when the slot is granted: a queued call sees limits reached meanwhile
-                    try:
-                        return await call()  # its reservation is settled by _account
-                    except BaseException:
-                        self.budget.release()  # failed or cancelled: not counted
-                        raise
+                finished: list[Completion] = []
+                async with (
+                    self.scheduler.slot(endpoint.model, origin, lambda: provider.prompt_tokens(messages)),
+                    self._metered(endpoint, messages, finished),
+                ):
+                    finished.append(await call())
+                    return finished[0]
             except ProviderError as error:
                 await self._wait_before_retry(attempt, error, endpoint, origin)
+
+    @contextlib.asynccontextmanager
+    async def _metered(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], finished: list[Completion]
+    ) -> AsyncIterator[None]:
+        """The budget's gate around one request, streamed or not, each attempt of it: its worst case
+        is reserved before it is sent (taken when the scheduler grants the slot, so a queued call sees
+        what was spent meanwhile) and settled to what it used when it ends: the `finished` replies
+        (a stream cut or closed early counts the text it sent); for a request cancelled without a
+        reply, its prompt; nothing for one the provider refused."""
+        worst = self._worst_case(endpoint, messages)
+        reservation = await self.budget.reserve(worst)
+        used = ZERO_USAGE
+        try:
+            yield
+        except ProviderError:
+            raise
+        except BaseException:
+            if not finished:  # sent and given up on: the provider may have read the prompt
+                used = usage_of(endpoint.model, worst.prompt_tokens, 0)
+            raise
+        finally:
+            if finished:
+                used = sum((completion.usage for completion in finished), ZERO_USAGE)
+            self.budget.settle(reservation, used)
+
+    def _worst_case(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Usage:
+        """The most one request can spend: its prompt (with the per-message framing providers add, and
+        a margin for tokenizers that count more than tiktoken) and the longest reply it was allowed,
+        at the model's price. Only counted when a token or cost limit is set."""
+        if not self.budget.counts_tokens:
+            return Usage(calls=1)
+        prompt = int(provider.prompt_tokens(messages) * PROMPT_MARGIN) + 4 * len(messages) + 3
+        return usage_of(endpoint.model, prompt, _reply_cap(endpoint) or 0)
+
+    def _capped(self, endpoint: Endpoint) -> Endpoint:
+        """`endpoint` asking for replies no longer than the budget's cap (when one is needed and the
+        endpoint has none of its own). OpenAI's own API takes max_completion_tokens (its reasoning
+        models refuse max_tokens); other servers and litellm take max_tokens."""
+        cap = self.budget.completion_cap
+        if cap is None or _reply_cap(endpoint) is not None:
+            return endpoint
+        hosted_openai = endpoint.api_base is None and provider_of(endpoint.model) == "openai"
+        name = "max_completion_tokens" if hosted_openai else "max_tokens"
+        return replace(endpoint, params={**endpoint.params, name: cap})
 
     async def _wait_before_retry(
         self, attempt: int, error: ProviderError, endpoint: Endpoint, origin: CallOrigin
@@ -427,7 +478,6 @@ class ModelGateway:
             self.saved_usd += saved
         self.usage_by_model[model] = self.usage_by_model.get(model, ZERO_USAGE) + spent
         self.usage_by_role[role] = self.usage_by_role.get(role, ZERO_USAGE) + spent
-        self.budget.record(spent, reserved=not completion.cached)
         self.events.emit(
             "model_call",
             path=list(origin.path),

@@ -157,6 +157,20 @@ def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return total
 
 
+def _within(action: Action, body: dict[str, Any]) -> Action:
+    """A reply cut to the request's max_tokens, as a real server cuts it (finish_reason "length")."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(action, Reply) or not isinstance(limit, int) or limit < 1:
+        return action
+    tokens = encoding().encode(action.text, disallowed_special=())
+    if len(tokens) <= limit:
+        return action
+    text = encoding().decode(tokens[:limit])
+    while text and count_tokens(text) > limit:  # a character cut in two can decode to more tokens
+        text = text[:-1]
+    return dataclasses.replace(action, text=text, finish_reason="length")
+
+
 def _sse(payload: dict[str, Any] | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     return f"data: {data}\n\n".encode()
@@ -330,7 +344,7 @@ class ScriptedServer(_Loopback):
                     kind="invalid_request_error",
                     code="model_not_found",
                 )
-            action = await self._next_action(script, body, record, index)
+            action = _within(await self._next_action(script, body, record, index), body)
             ttft = self._pick(action.ttft, script.ttft, self.ttft) or 0.0
             if isinstance(action, Fault):
                 await asyncio.sleep(ttft)
