@@ -18,6 +18,8 @@ class CellLimits:
     * `snapshot_chars`: JSON size of the user variables kept host-side to survive a worker restart.
     * `code_chars`: the longest cell source accepted.
     * `answer_chars`: the longest `answer['content']` (and FINAL value) kept; longer ones are cut.
+    * `restore_s`: time a fresh worker may spend re-running the saved definitions after a restart;
+      what is left then is dropped (and reported), so a killed cell never costs a second long wait.
     """
 
     timeout_s: float = 30.0
@@ -29,6 +31,7 @@ class CellLimits:
     code_chars: int = 500_000
     answer_chars: int = 1_000_000
     kill_grace_s: float = 0.5
+    restore_s: float = 5.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

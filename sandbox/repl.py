@@ -299,6 +299,7 @@ class Interpreter:
     def restore(self, replay: list[str], snapshot: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """Rebuild state in a fresh worker: re-run imports and definitions, then plain variables."""
         failed = 0
+        timed_out = False
         for index, source in enumerate(replay):
             compiled = compile_cell(source, f"<restore {index}>")
             self.running = self.restoring = True
@@ -306,6 +307,10 @@ class Interpreter:
                 if compiled.code is None:
                     raise PolicyError(compiled.error)
                 exec(compiled.code, self.ns)
+            except CellTimeout:  # out of restore time: the rest is skipped, not waited for
+                failed += len(replay) - index
+                timed_out = True
+                break
             except BaseException:  # a definition that no longer runs is reported, not fatal
                 failed += 1
             finally:
@@ -318,7 +323,7 @@ class Interpreter:
         for name in set(self.user_variables()) - set(names):
             del self.ns[name]
         lost = sorted(set(names) - set(self.user_variables()))
-        return {"op": "restored", "lost": lost, "failed": failed}
+        return {"op": "restored", "lost": lost, "failed": failed, "timed_out": timed_out}
 
 
 def _plain_answer(answer: Any, cap: int) -> tuple[str, bool, str | None]:

@@ -376,7 +376,7 @@ class ProcessSession(Session):
             await self._worker.channel.send(
                 {"op": "restore", "replay": self._replay, "snapshot": self._snapshot, "names": self._names}
             )
-            allowed = self.limits.timeout_s + self.limits.kill_grace_s
+            allowed = self.limits.restore_s + self.limits.kill_grace_s
             reply = await asyncio.wait_for(self._worker.channel.recv(), allowed)
             if reply.get("op") != "restored" or not isinstance(reply.get("lost"), list):
                 raise ProtocolViolation(f"expected the 'restored' reply, got {str(reply.get('op'))[:40]!r}")
@@ -384,6 +384,8 @@ class ProcessSession(Session):
             failed = reply.get("failed") if type(reply.get("failed")) is int else 0
         except (TimeoutError, ChannelClosed, ProtocolViolation) as exc:
             why = "it sent a malformed reply" if isinstance(exc, ProtocolViolation) else "restoring failed"
+            if isinstance(exc, TimeoutError):
+                why = f"restoring took longer than {self.limits.restore_s:g} s"
             lost, self._snapshot, self._replay = list(self._names), {}, []
             self._stop_worker()
             with contextlib.suppress(SandboxError):
@@ -394,6 +396,8 @@ class ProcessSession(Session):
             return f"{reason}; the worker was restarted but {why}: all definitions were lost"
         self._names = [n for n in self._names if n not in lost]
         notes = [f"lost variables: {', '.join(lost)}"] if lost else []
+        if reply.get("timed_out") is True:
+            notes.append(f"re-running the saved definitions took longer than {self.limits.restore_s:g} s")
         if failed:
             notes.append(f"{failed} saved definition(s) or import(s) failed to re-run")
         if notes:

@@ -66,9 +66,10 @@ def serve(fd: int) -> None:
             return
         try:
             if message["op"] == "run":
-                reply = _timed(limits, interp.run, message["code"], message.get("cell"))
+                reply = _timed(limits, limits.timeout_s, interp.run, message["code"], message.get("cell"))
             elif message["op"] == "restore":
-                reply = _timed(limits, interp.restore, message["replay"], message["snapshot"], message["names"])
+                replay, snapshot, names = message["replay"], message["snapshot"], message["names"]
+                reply = _timed(limits, limits.restore_s, interp.restore, replay, snapshot, names)
             else:
                 return
         except MemoryError:  # the cell left too little memory to even report: say so, keep serving
@@ -105,11 +106,13 @@ _OUT_OF_MEMORY = {
 }
 
 
-def _timed(limits: CellLimits, run: Any, *args: Any) -> Any:
+def _timed(limits: CellLimits, seconds: float, run: Any, *args: Any) -> Any:
+    """Run with a `seconds` timer (a CellTimeout into pure Python) and a CPU limit a little past it
+    (SIGXCPU ends a C-level call the timer cannot stop, should the host's kill come late)."""
     used = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_cap = math.ceil(used.ru_utime + used.ru_stime + limits.timeout_s + limits.kill_grace_s + 2)
+    cpu_cap = math.ceil(used.ru_utime + used.ru_stime + seconds + limits.kill_grace_s + 2)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_cap, resource.RLIM_INFINITY))
-    signal.setitimer(signal.ITIMER_REAL, limits.timeout_s, _RETRIGGER_S)
+    signal.setitimer(signal.ITIMER_REAL, seconds, _RETRIGGER_S)
     try:
         return run(*args)
     finally:

@@ -415,3 +415,33 @@ def test_the_documented_context_api_still_works(on_context: Repl) -> None:
     name, _, kwargs = on_context.bridge.calls[-1]
     token = on_context.context.to_spec()["stores"][0]["token"]  # type: ignore[attr-defined]
     assert (name, kwargs["context"]) == ("rlm_query", {"kind": "ref", "ref": {"__view__": [token, 0, 5, "a.txt"]}})
+
+
+# -- limits that hold against hostile code -----------------------------------------------------------
+
+SLOW_ON_RESTORE = "class Slow:\n    if 'flag' not in SHOW_VARS():\n        {work}"
+
+
+@pytest.mark.parametrize(
+    ("work", "needle"),
+    [
+        ("while True: pass", "re-running the saved definitions took longer than 0.5 s"),
+        ("sum(range(10**12))", "restoring took longer than 0.5 s"),
+    ],
+    ids=["python-loop", "c-level-call"],
+)
+def test_restoring_after_a_kill_is_bounded(work: str, needle: str) -> None:
+    """A definition that only runs long when replayed (variables come back after definitions) costs
+    at most `restore_s`, and the session keeps serving."""
+    from dataclasses import replace
+
+    driver = Repl("process", limits=replace(FAST_LIMITS_FOR_WALK, restore_s=0.5))
+    try:
+        driver.ok("flag = 1\nkept = [1, 2]")
+        driver.ok(SLOW_ON_RESTORE.format(work=work))
+        killed = driver.run("sum(range(10**12))")
+        assert killed.error_kind == "timeout"
+        assert needle in (killed.notice or ""), killed.notice
+        assert driver.ok("print('alive')").stdout == "alive\n"
+    finally:
+        driver.close()
