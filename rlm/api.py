@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ class RLMResult:
     trajectory: list[Event] = field(default_factory=list, repr=False)
     usage_by_role: dict[str, Usage] = field(default_factory=dict)  # spent per role: root, sub, aggregate
     cache_hits: int = 0  # calls answered from the response cache (they cost nothing)
+    saved_usd: float = 0.0  # what the cache hits cost when they were made
 
     @property
     def ok(self) -> bool:
@@ -51,17 +52,37 @@ class RLMResult:
     def cost_usd(self) -> float:
         return self.usage.cost_usd
 
+    @property
+    def cost_complete(self) -> bool:
+        """False when any call, live or from the cache, was to a model with no known price: a cached
+        call spends nothing, but the price of what it replays is as unknown as it was live."""
+        calls = (event for event in self.trajectory if event.get("type") == "model_call")
+        return self.usage.priced and all(event.get("priced", True) for event in calls)
+
+    def __repr__(self) -> str:
+        from rlm.display import result_text
+
+        return result_text(self)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        from rlm.display import result_html
+
+        return result_html(self)
+
     def to_dict(self, *, trajectory: bool = False) -> dict[str, Any]:
         data = {
             "answer": self.answer,
             "status": self.status.value,
             "error": self.error,
             "cost_usd": self.usage.cost_usd,
-            "cost_complete": self.usage.priced,
+            "cost_complete": self.cost_complete,
             "usage": asdict(self.usage),
             "usage_by_model": {model: asdict(usage) for model, usage in self.usage_by_model.items()},
             "usage_by_role": {role: asdict(usage) for role, usage in self.usage_by_role.items()},
             "cache_hits": self.cache_hits,
+            "saved_usd": self.saved_usd,
             "sub_calls": self.sub_calls,
             "iterations": self.iterations,
             "wall_time_s": round(self.wall_time_s, 3),
@@ -87,6 +108,24 @@ class RLM:
         self.settings: Settings = resolve_settings(model=model, sub_model=sub_model, **options)
         self.settings.require_model()
         self.router = router
+
+    def __repr__(self) -> str:
+        """Model, sub-model and the limits that are set; never the key."""
+        s = self.settings
+        shown = {
+            "model": s.model,
+            "sub_model": s.sub_model,
+            "api_base": s.api_base,
+            "max_cost": s.max_cost,
+            "max_tokens": s.max_tokens,
+            "max_calls": s.max_calls,
+            "timeout": s.timeout,
+            "max_depth": s.max_depth,
+            "max_iterations": s.max_iterations,
+        }
+        fields = ", ".join(f"{name}={value!r}" for name, value in shown.items() if value is not None)
+        router = f", router={getattr(self.router, '__name__', type(self.router).__name__)}" if self.router else ""
+        return f"RLM({fields}{router})"
 
     @contextlib.contextmanager
     def _run(
@@ -144,10 +183,23 @@ class RLM:
         trace: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         keep_cancelled: bool = False,
+        progress: bool | None = None,
     ) -> RLMResult:
         """Answer `question` about `context`: a str (the text itself), bytes, a list of documents, a dict
         of named texts, a `pathlib.Path` (mapped, not read), or a Context. `trace` writes every event
-        to a JSONL file as it happens."""
+        to a JSONL file as it happens. In a Jupyter cell a live status line shows while it runs and a
+        summary stays when it ends (`progress=False` turns it off)."""
+        live, on_event = _live(progress, on_event)
+        return await _afinishing(live, self._aquery(context, question, trace, on_event, keep_cancelled))
+
+    async def _aquery(
+        self,
+        context: Any,
+        question: str,
+        trace: str | Path | None,
+        on_event: Callable[[Event], None] | None,
+        keep_cancelled: bool,
+    ) -> RLMResult:
         from rlm.engine import EngineSettings, Tree, run_tree
         from sandbox import CellLimits
 
@@ -179,6 +231,7 @@ class RLM:
                 trajectory=events.trajectory,
                 usage_by_role=dict(gateway.usage_by_role),
                 cache_hits=gateway.cache_hits,
+                saved_usd=gateway.saved_usd,
             )
 
     async def adirect(
@@ -189,9 +242,21 @@ class RLM:
         trace: str | Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         window: int | None = None,
+        progress: bool | None = None,
     ) -> RLMResult:
         """The paper's baseline: the whole context (cut in the middle to fit the root model's window)
         and the question in one call to the root model, through the same gateway as an RLM run."""
+        live, on_event = _live(progress, on_event)
+        return await _afinishing(live, self._adirect(context, question, trace, on_event, window))
+
+    async def _adirect(
+        self,
+        context: Any,
+        question: str,
+        trace: str | Path | None,
+        on_event: Callable[[Event], None] | None,
+        window: int | None,
+    ) -> RLMResult:
         from rlm.context import DocumentList
         from rlm.direct import direct_messages
         from rlm.errors import BudgetExceeded, ProviderError
@@ -224,16 +289,60 @@ class RLM:
                 trajectory=events.trajectory,
                 usage_by_role=dict(gateway.usage_by_role),
                 cache_hits=gateway.cache_hits,
+                saved_usd=gateway.saved_usd,
             )
 
-    def query(self, context: Any, question: str, **kwargs: Any) -> RLMResult:
-        """Blocking `aquery`. Ctrl-C returns the partial result with status `interrupted`."""
+    def query(self, context: Any, question: str, *, progress: bool | None = None, **kwargs: Any) -> RLMResult:
+        """Blocking `aquery`. Ctrl-C returns the partial result with status `interrupted`. In a Jupyter
+        cell a live status line shows while it runs (`progress=False` turns it off)."""
         kwargs.setdefault("keep_cancelled", True)
-        return _blocking(lambda: self.aquery(context, question, **kwargs))
+        live, kwargs["on_event"] = _live(progress, kwargs.get("on_event"))  # made here: it lands in this cell
+        return _finishing(live, lambda: _blocking(lambda: self.aquery(context, question, progress=False, **kwargs)))
 
-    def direct(self, context: Any, question: str, **kwargs: Any) -> RLMResult:
+    def direct(self, context: Any, question: str, *, progress: bool | None = None, **kwargs: Any) -> RLMResult:
         """Blocking `adirect`."""
-        return _blocking(lambda: self.adirect(context, question, **kwargs))
+        live, kwargs["on_event"] = _live(progress, kwargs.get("on_event"))
+        return _finishing(live, lambda: _blocking(lambda: self.adirect(context, question, progress=False, **kwargs)))
+
+
+def _live(
+    progress: bool | None, on_event: Callable[[Event], None] | None
+) -> tuple[Any, Callable[[Event], None] | None]:
+    """A notebook status line when running in Jupyter (unless `progress` is False), and the event
+    subscriber that feeds it beside the caller's own `on_event`."""
+    from rlm.display import NotebookProgress, in_notebook
+
+    if progress is False or not in_notebook():
+        return None, on_event
+    live = NotebookProgress()
+
+    def both(event: Event) -> None:
+        live(event)
+        if on_event:
+            on_event(event)
+
+    return live, both
+
+
+def _finishing(live: Any, run: Callable[[], RLMResult]) -> RLMResult:
+    """`run()`, then the status line (if any) replaced by the run's summary, whatever happened."""
+    result = None
+    try:
+        result = run()
+        return result
+    finally:
+        if live:
+            live.finish(result)
+
+
+async def _afinishing(live: Any, run: Awaitable[RLMResult]) -> RLMResult:
+    result = None
+    try:
+        result = await run
+        return result
+    finally:
+        if live:
+            live.finish(result)
 
 
 def sandbox_memory_for(context: Any) -> int:

@@ -189,11 +189,6 @@ def query(
     _report(result, as_json=as_json, trace=trace, raw=raw)
 
 
-def _count(n: int, noun: str) -> str:
-    """'1 turn', '3 turns': the run summary reads as English."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """`kill PID` ends a run like Ctrl-C does: partial answer printed, trace closed, exit 130."""
@@ -215,13 +210,9 @@ def _report(result: Any, *, as_json: bool, trace: str | None, raw: bool = False)
         sys.stdout.flush()
     elif result.answer is not None:
         click.echo(for_stream(result.answer, sys.stdout))
-    usage = result.usage
-    priced = "" if usage.priced else " (some models have no price: cost incomplete)"
-    click.echo(
-        f"rlm: {result.status.value} · {_count(result.iterations, 'turn')} · {_count(result.sub_calls, 'sub-call')} · "
-        f"{usage.total_tokens:,} tokens · ${usage.cost_usd:.4f}{priced} · {result.wall_time_s:.1f} s",
-        err=True,
-    )
+    from rlm.display import summary_line
+
+    click.echo(f"rlm: {summary_line(result)}", err=True)
     if result.status is Status.COMPLETED:
         return
     kept = f" The trajectory is in {trace}." if trace else " Re-run with --trace FILE to keep the trajectory."
