@@ -11,6 +11,7 @@ import contextlib
 import os
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -186,7 +187,8 @@ class RLM:
         progress: bool | None = None,
     ) -> RLMResult:
         """Answer `question` about `context`: a str (the text itself), bytes, a list of documents, a dict
-        of named texts, a `pathlib.Path` (mapped, not read), or a Context. `trace` writes every event
+        of named texts, a `pathlib.Path` to a file (mapped, not read) or a folder (its text files as
+        documents), or a Context. `trace` writes every event
         to a JSONL file as it happens. In a Jupyter cell a live status line shows while it runs and a
         summary stays when it ends (`progress=False` turns it off)."""
         live, on_event = _live(progress, on_event)
@@ -357,6 +359,13 @@ def _as_context(context: Any) -> Any:
 
     if isinstance(context, Context):
         return context
+    if isinstance(context, os.PathLike) and os.path.isdir(context):
+        from rlm.gather import gather, skipped_notice
+
+        found = gather([os.fspath(context)])
+        if found.skipped:
+            warnings.warn(f"context: {skipped_notice(found.skipped)}", stacklevel=4)
+        return Context.from_paths(found.files, names=found.names)
     if isinstance(context, os.PathLike):
         return Context.from_path(context)
     return Context.from_value(context)

@@ -34,14 +34,19 @@ def _load_context(paths: tuple[str, ...], errors: str) -> Any:
     from rlm.context import Context
 
     if not paths:
-        _fail("no context given. Pass --context FILE (several for a list of documents) or --context - for stdin.")
+        _fail("no context given. Pass --context FILE, a folder or a glob (repeat for more documents), or - for stdin.")
     if "-" in paths:
         if len(paths) > 1:
             _fail("--context - (stdin) cannot be combined with files.")
         return Context.from_stream(sys.stdin.buffer, errors=errors)
-    if len(paths) == 1:
-        return Context.from_path(paths[0], errors=errors)
-    return Context.from_paths(list(paths), errors=errors)
+    if len(paths) == 1 and os.path.isfile(paths[0]):
+        return Context.from_path(paths[0], errors=errors)  # one file keeps its own shape (.json documents)
+    from rlm.gather import gather, skipped_notice
+
+    found = gather(list(paths), errors)
+    if found.skipped:
+        click.echo(f"rlm: context: {skipped_notice(found.skipped)}", err=True)
+    return Context.from_paths(found.files, errors=errors, names=found.names)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,7 +149,7 @@ def _settings(fallbacks: tuple[str, ...], options: dict[str, Any]) -> dict[str, 
     "contexts",
     multiple=True,
     metavar="FILE",
-    help="Context file; repeat for documents; - for stdin.",
+    help="Context file, folder (its text files) or quoted glob; repeat for more documents; - for stdin.",
 )
 @click.option(
     "--errors",

@@ -390,7 +390,8 @@ def _file_store(path: str | os.PathLike[str], errors: str) -> _Store:
 
 def _directory_message(label: str) -> str:
     return (
-        f"context path {label} is a directory, not a file; pass its files as a list of documents (Context.from_paths)"
+        f"context path {label} is a directory, not a file; pass it as a pathlib.Path to RLM.query (or --context DIR): "
+        "its text files become a list of documents"
     )
 
 
@@ -546,19 +547,19 @@ class Context:
         return view
 
     @staticmethod
-    def from_paths(paths: Iterable[str | os.PathLike[str]], *, errors: str = "strict") -> DocumentList:
-        """Several files as a list of documents, each mmapped and named by its file name."""
+    def from_paths(
+        paths: Iterable[str | os.PathLike[str]], *, errors: str = "strict", names: list[str] | None = None
+    ) -> DocumentList:
+        """Several files as a list of documents, each mmapped and named by `names` or by its file name.
+        `rlm.gather.gather` turns folders and globs into such files and names."""
         paths = [Path(p) for p in paths]
         if not paths:
             raise ContextError("no context files given")
-        names = [p.name for p in paths]
-        unique = len(set(names)) == len(names)
-        return DocumentList(
-            [
-                _root_view(_file_store(p, errors), name if unique else str(p))
-                for p, name in zip(paths, names, strict=True)
-            ]
-        )
+        if names is None:
+            names = [p.name for p in paths]
+            if len(set(names)) < len(names):
+                names = [str(p) for p in paths]
+        return DocumentList([_root_view(_file_store(p, errors), name) for p, name in zip(paths, names, strict=True)])
 
     @staticmethod
     def from_value(value: Any, *, errors: str = "strict", name: str | None = None) -> Context:

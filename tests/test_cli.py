@@ -230,3 +230,63 @@ def test_zero_limits_are_refused(tmp_path: Path) -> None:
     (tmp_path / "ctx.txt").write_text("data")
     done = run(["query", "q", "-c", str(tmp_path / "ctx.txt"), "-m", "openai/x", "--max-iterations", "0"], tmp_path)
     assert done.returncode == 1 and "max_iterations must be at least 1" in done.stderr
+
+
+def _names_answer(server: ScriptedServer) -> None:
+    """test-root answers with the names of the context's documents, one a line."""
+    server.script("test-root", ['```repl\nFINAL("\\n".join(context.keys()))\n```'])
+
+
+def _query_contexts(server: ScriptedServer, tmp_path: Path, *contexts: str) -> subprocess.CompletedProcess:
+    args = ["query", "names?", "--model", "openai/test-root", "--api-base", server.base_url]
+    for context in contexts:
+        args += ["--context", context]
+    return run(args, tmp_path)
+
+
+def test_context_folder_gives_its_text_files_named_by_relative_path(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    (logs / "b.log").write_text("second")
+    (logs / "a.log").write_text("first")
+    (logs / "old" / "c.log").write_text("third")
+    (logs / "chart.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (logs / "empty.log").write_text("")
+    (logs / ".hidden").write_text("not a document")
+    _names_answer(scripted_server)
+    done = _query_contexts(scripted_server, tmp_path, str(logs))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["a.log", "b.log", "old/c.log"]
+    assert "skipped 2 files:" in done.stderr
+    assert "chart.png (binary)" in done.stderr and "empty.log (empty)" in done.stderr
+
+
+def test_context_glob_and_several_options_make_one_list(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("one")
+    (tmp_path / "y.txt").write_text("two")
+    (tmp_path / "notes.md").write_text("three")
+    _names_answer(scripted_server)
+    done = _query_contexts(scripted_server, tmp_path, str(tmp_path / "*.txt"), str(tmp_path / "notes.md"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["x.txt", "y.txt", "notes.md"]
+
+
+def test_context_names_that_collide_become_paths(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "log.txt").write_text(folder)
+    _names_answer(scripted_server)
+    done = _query_contexts(scripted_server, tmp_path, str(tmp_path / "one"), str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(tmp_path / "one" / "log.txt"), str(tmp_path / "two" / "log.txt")]
+
+
+def test_context_glob_without_matches_and_folder_without_text(tmp_path: Path) -> None:
+    done = run(["query", "q", "--model", "openai/x", "--context", str(tmp_path / "*.nothing")], tmp_path)
+    assert done.returncode == 1 and "matches no files" in done.stderr
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "blob").write_bytes(b"\x00\x01")
+    done = run(["query", "q", "--model", "openai/x", "--context", str(tmp_path / "bin")], tmp_path)
+    assert done.returncode == 1 and "no text files" in done.stderr and "blob (binary)" in done.stderr
