@@ -18,6 +18,7 @@ class CellLimits:
     * `snapshot_chars`: JSON size of the user variables kept host-side to survive a worker restart.
     * `code_chars`: the longest cell source accepted.
     * `answer_chars`: the longest `answer['content']` (and FINAL value) kept; longer ones are cut.
+    * `batch_prompts`: the most prompts one `llm_query_batched` / `rlm_query_batched` call may send.
     * `restore_s`: time a fresh worker may spend re-running the saved definitions after a restart;
       what is left then is dropped (and reported), so a killed cell never costs a second long wait.
     """
@@ -32,6 +33,17 @@ class CellLimits:
     answer_chars: int = 1_000_000
     kill_grace_s: float = 0.5
     restore_s: float = 5.0
+    batch_prompts: int = 1_000
+
+    def batch_problem(self, name: str, prompts: object) -> str | None:
+        """Why a batched call with `prompts` is refused (too many), or None."""
+        size = len(prompts) if isinstance(prompts, list | tuple) else 0
+        if size <= self.batch_prompts:
+            return None
+        return (
+            f"{name}() takes at most {self.batch_prompts:,} prompts per call, got {size:,}; "
+            "send them in slices, or summarise first with fewer, larger prompts"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -113,14 +113,15 @@ class Interpreter:
             return host("llm_query", [to_plain(prompt)], _query_options(model, role))
 
         def llm_query_batched(prompts: Any, model: str | None = None, role: str | None = None) -> Any:
-            return host("llm_query_batched", [to_plain(list(prompts))], _query_options(model, role))
+            return host("llm_query_batched", [self._batch("llm_query_batched", prompts)], _query_options(model, role))
 
         def rlm_query(prompt: Any, model: str | None = None, context: Any = None) -> Any:
             return host("rlm_query", [to_plain(prompt)], {"model": to_plain(model), "context": context_ref(context)})
 
         def rlm_query_batched(prompts: Any, model: str | None = None, contexts: Any = None) -> Any:
             refs = None if contexts is None else [context_ref(c) for c in contexts]
-            return host("rlm_query_batched", [to_plain(list(prompts))], {"model": to_plain(model), "contexts": refs})
+            batch = self._batch("rlm_query_batched", prompts)
+            return host("rlm_query_batched", [batch], {"model": to_plain(model), "contexts": refs})
 
         names = {
             "context": context,
@@ -133,6 +134,14 @@ class Interpreter:
             "FINAL_VAR": self._final_var,
         }
         return {**namespace_extras(context), **names}
+
+    def _batch(self, name: str, prompts: Any) -> list[Any]:
+        """The prompts of a batched call as plain data, refused before any work if there are too many."""
+        batch = list(prompts)
+        problem = self.limits.batch_problem(name, batch)
+        if problem:
+            raise ValueError(problem)
+        return to_plain(batch)
 
     def _host(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.restoring:

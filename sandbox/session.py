@@ -104,11 +104,13 @@ async def open_session(
     raise ValueError(f"unknown sandbox mode {mode!r}: use 'process' or 'inprocess'")
 
 
-async def answer_call(bridge: HostBridge, message: dict[str, Any]) -> dict[str, Any]:
+async def answer_call(bridge: HostBridge, message: dict[str, Any], limits: CellLimits) -> dict[str, Any]:
     """Run one sub-call of a cell on the host; failures become an error the cell can catch."""
     name, args, kwargs = message.get("name"), message.get("args"), message.get("kwargs")
     if name not in QUERY_NAMES or not isinstance(args, list) or not isinstance(kwargs, dict):
         return {"op": "result", "ok": False, "error": "malformed host call"}
+    if name.endswith("_batched") and args and (problem := limits.batch_problem(name, args[0])):
+        return {"op": "result", "ok": False, "error": problem}  # the worker checks too; this is the boundary
     try:
         value = await bridge.call(name, args, kwargs)
     except Exception as exc:
@@ -331,7 +333,7 @@ class ProcessSession(Session):
                 if message["op"] == "call":
                     if isinstance(message.get("answer"), dict):
                         self._answer = to_outcome(message, self.limits, 0.0).answer
-                    await channel.send(await answer_call(self.bridge, message))
+                    await channel.send(await answer_call(self.bridge, message, self.limits))
                 elif message["op"] == "done":
                     self._keep(message)
                     return to_outcome(message, self.limits, time.monotonic() - started)
@@ -493,7 +495,7 @@ class InProcessSession(Session):
             if self._stopping:
                 done.cancel()
                 return
-            task = loop.create_task(answer_call(self.bridge, message))
+            task = loop.create_task(answer_call(self.bridge, message, self.limits))
             self._call = (task, done)
             task.add_done_callback(functools.partial(self._relay, done))
 

@@ -206,6 +206,9 @@ ATTACKS = [
     ),
     # tokenizers: only those loaded in the zygote, never a file read or a download
     ("tiktoken-unknown", "count_tokens('abc', encoding_name='p50k_base')", EXC, "not available in the REPL"),
+    # sub-call floods: one batch is capped before anything is sent
+    ("llm-batch-huge", "llm_query_batched(['x'] * 10**6)", EXC, "at most 1,000 prompts per call, got 1,000,000"),
+    ("rlm-batch-huge", "rlm_query_batched(('x' for _ in range(5000)))", EXC, "at most 1,000 prompts"),
     # size caps (review B3): the reply stays under the channel cap, nothing is killed
     ("answer-content-huge", "answer['content'] = 'a' * 40_000_000", None, "cut to its first 1,000,000"),
     ("answer-after-huge", "answer = {'content': '', 'ready': False}\nanswer = 0", None, "answer"),
@@ -445,3 +448,18 @@ def test_restoring_after_a_kill_is_bounded(work: str, needle: str) -> None:
         assert driver.ok("print('alive')").stdout == "alive\n"
     finally:
         driver.close()
+
+
+def test_the_host_refuses_an_oversized_batch_itself() -> None:
+    """The worker's check could be bypassed by a worker that misbehaves: the host checks again."""
+    import asyncio
+
+    from conftest import FakeBridge
+
+    from sandbox.session import answer_call
+
+    bridge = FakeBridge()
+    message = {"op": "call", "name": "llm_query_batched", "args": [["x"] * 1_001], "kwargs": {}}
+    reply = asyncio.run(answer_call(bridge, message, FAST_LIMITS_FOR_WALK))
+    assert reply["ok"] is False and "at most 1,000 prompts" in reply["error"]
+    assert bridge.calls == []
