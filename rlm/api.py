@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm.budget import Budget, Limits
-from rlm.config import Settings, resolve_settings
+from rlm.config import NO_MODEL_MESSAGE as CLI_NO_MODEL_MESSAGE
+from rlm.config import Settings, config_path, resolve_settings
+from rlm.errors import ConfigError
 from rlm.events import Event, EventLog, TraceWriter
 from rlm.loop import run as run_loop
 from rlm.types import Status, Usage
@@ -26,6 +29,37 @@ from rlm.types import Status, Usage
 if TYPE_CHECKING:
     from rlm.models.gateway import ModelGateway
     from rlm.models.router import RoutePolicy
+
+
+NO_MODEL_MESSAGE = """\
+No model is configured. RLM needs a root model and, optionally, a cheaper sub-model (litellm names):
+  Hosted model:  RLM("openai/gpt-5", sub_model="openai/gpt-5-mini")  with OPENAI_API_KEY set (or api_key=...)
+                 (or anthropic/..., openrouter/..., with that provider's key variable)
+  Local model:   RLM("ollama_chat/qwen3", api_base="http://localhost:11434")
+                 any OpenAI-compatible server (vLLM, llama.cpp): RLM("openai/NAME", api_base="http://HOST:PORT/v1")
+  To set it once: RLM_MODEL=... RLM_SUB_MODEL=... in the environment, or model = "..." in {config_path}
+  No key at hand? `rlm demo` runs the engine end to end against a local scripted model."""
+
+FLAG = re.compile(r"(?<![\w-])--([a-z][a-z-]*[a-z])")
+
+
+@contextlib.contextmanager
+def _python_words() -> Iterator[None]:
+    """Configuration errors are written for the command line; from Python they name the argument
+    (`api_key=`, not `--api-key`). The original wording stays on the error as `cli_message`."""
+    try:
+        yield
+    except ConfigError as exc:
+        if not getattr(exc, "cli_message", None):
+            names = {f.name for f in fields(Settings)}
+
+            def argument(match: re.Match[str]) -> str:
+                name = match.group(1).replace("-", "_")
+                return f"RLM({name}=...)" if name in names else match.group(0)
+
+            exc.cli_message = str(exc)  # type: ignore[attr-defined]
+            exc.args = (FLAG.sub(argument, str(exc)), *exc.args[1:])
+        raise
 
 
 @dataclass
@@ -106,8 +140,12 @@ class RLM:
         router: RoutePolicy | None = None,
         **options: Any,
     ) -> None:
-        self.settings: Settings = resolve_settings(model=model, sub_model=sub_model, **options)
-        self.settings.require_model()
+        with _python_words():
+            self.settings: Settings = resolve_settings(model=model, sub_model=sub_model, **options)
+            if not self.settings.model:
+                error = ConfigError(NO_MODEL_MESSAGE.format(config_path=config_path()))
+                error.cli_message = CLI_NO_MODEL_MESSAGE.format(config_path=config_path())  # type: ignore[attr-defined]
+                raise error
         self.router = router
 
     def __repr__(self) -> str:
@@ -192,7 +230,8 @@ class RLM:
         to a JSONL file as it happens. In a Jupyter cell a live status line shows while it runs and a
         summary stays when it ends (`progress=False` turns it off)."""
         live, on_event = _live(progress, on_event)
-        return await _afinishing(live, self._aquery(context, question, trace, on_event, keep_cancelled))
+        with _python_words():
+            return await _afinishing(live, self._aquery(context, question, trace, on_event, keep_cancelled))
 
     async def _aquery(
         self,
@@ -249,7 +288,8 @@ class RLM:
         """The paper's baseline: the whole context (cut in the middle to fit the root model's window)
         and the question in one call to the root model, through the same gateway as an RLM run."""
         live, on_event = _live(progress, on_event)
-        return await _afinishing(live, self._adirect(context, question, trace, on_event, window))
+        with _python_words():
+            return await _afinishing(live, self._adirect(context, question, trace, on_event, window))
 
     async def _adirect(
         self,

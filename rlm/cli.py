@@ -23,9 +23,12 @@ EXIT_PROVIDER = 4
 EXIT_INTERRUPTED = 130
 
 
-def _fail(message: str, code: int = EXIT_ERROR) -> None:
+def _fail(message: str | Exception, code: int = EXIT_ERROR) -> None:
+    """Exit with `message`; an error from the Python API is told in flags (its `cli_message`)."""
     from rlm.terminal import for_stream
 
+    if isinstance(message, Exception):
+        message = getattr(message, "cli_message", None) or str(message)
     click.echo(f"rlm: {for_stream(message, sys.stderr)}", err=True)
     sys.exit(code)
 
@@ -190,7 +193,7 @@ def query(
         with Progress(verbose=verbose) as progress, _sigterm_as_interrupt():
             result = engine.query(context, question, trace=trace, on_event=progress)
     except (ConfigError, ContextError) as exc:  # includes a local-only refusal, before anything is sent
-        _fail(str(exc))
+        _fail(exc)
     _report(result, as_json=as_json, trace=trace, raw=raw)
 
 
@@ -279,7 +282,7 @@ def serve(
         service = RLMService(build_engine(_settings(fallbacks, options)), serve_options)
         run_loop(serve_forever(service, host, port, lambda line: click.echo(line, err=True)))
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(exc)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc}")
     except KeyboardInterrupt:
@@ -351,9 +354,9 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
             _fail("no model configured: pass --model (and --sub-model) or set RLM_MODEL; see `rlm bench --help`.")
         run_bench(suite, model=settings.require_model(), sub_model=settings.sub_model, **sweep, **engine)
     except (ConfigError, ContextError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        _fail(exc)
     except ProviderError as exc:
-        _fail(str(exc), EXIT_PROVIDER)
+        _fail(exc, EXIT_PROVIDER)
     except KeyboardInterrupt:
         _fail("interrupted; finished tasks are kept, re-run the same command to resume.", EXIT_INTERRUPTED)
 
@@ -390,7 +393,7 @@ def batch(
         settings = _settings(fallbacks, options)
         run_batch(jobs, out_path, settings, concurrency=concurrency, ray_address=ray_address, max_calls=batch_max_calls)
     except (ConfigError, ContextError) as exc:
-        _fail(str(exc))
+        _fail(exc)
     except KeyboardInterrupt:
         _fail("interrupted; finished jobs are kept, re-run the same command to resume.", EXIT_INTERRUPTED)
 
@@ -411,7 +414,7 @@ def _open_cache(cache_dir: str | None) -> Any:
     try:
         settings = resolve_settings(cache_dir=cache_dir, cache=True)
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(exc)
     if not ResponseCache.exists(settings.cache_dir):
         click.echo(f"no cache at {ResponseCache.location(settings.cache_dir)}")
         return None

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rlm.scripted import Reply, ScriptedServer
 from rlm.scripted.demo import DEMO_QUESTION, install_demo, make_demo_log
 from tests.test_engine import demo_truth
@@ -290,3 +292,30 @@ def test_context_glob_without_matches_and_folder_without_text(tmp_path: Path) ->
     (tmp_path / "bin" / "blob").write_bytes(b"\x00\x01")
     done = run(["query", "q", "--model", "openai/x", "--context", str(tmp_path / "bin")], tmp_path)
     assert done.returncode == 1 and "no text files" in done.stderr and "blob (binary)" in done.stderr
+
+
+def test_api_errors_name_arguments_and_the_cli_names_flags(tmp_path: Path, monkeypatch) -> None:
+    from rlm.api import RLM
+    from rlm.errors import ConfigError
+
+    monkeypatch.setenv("RLM_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("RLM_MODEL", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError) as no_model:
+        RLM()
+    assert 'RLM("ollama_chat/qwen3", api_base=' in str(no_model.value) and "--model" not in str(no_model.value)
+    with pytest.raises(ConfigError) as no_key:
+        RLM("anthropic/claude-x", sandbox="inprocess").query("data", "q")
+    assert "RLM(api_key=...)" in str(no_key.value) and "--api-key" not in str(no_key.value)
+    (tmp_path / "ctx.txt").write_text("data")
+    env = {k: v for k, v in clean_env(tmp_path).items() if k != "ANTHROPIC_API_KEY"}
+    done = subprocess.run(
+        [*RLM_COMMAND, "query", "q", "--context", str(tmp_path / "ctx.txt"), "--model", "anthropic/claude-x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "--api-key" in done.stderr and "RLM(" not in done.stderr
+    done = run(["query", "q", "--context", str(tmp_path / "ctx.txt")], tmp_path)
+    assert "--model ollama_chat/qwen3" in done.stderr and "RLM(" not in done.stderr
