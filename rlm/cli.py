@@ -129,6 +129,11 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--local-only", is_flag=True, default=None, help="Refuse every call to an endpoint not on this machine."
         ),
+        click.option(
+            "--allowed-models",
+            metavar="MODEL[,MODEL]",
+            help="Models REPL code may ask for by name besides the configured ones (served through --api-base).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -73,11 +73,21 @@ class Settings:
     cache_sampled: bool = False  # also cache calls with a temperature above 0
     local_only: bool = False
     local_networks: str | None = None  # CIDRs or host names that local-only mode also trusts
+    # models REPL code may ask for (llm_query(..., model=...)) besides the configured ones, comma-separated
+    # (a list in the config file); they are served through the run's api_base and key like its own
+    allowed_models: str | list[str] | None = None
 
     def require_model(self) -> str:
         if not self.model:
             raise ConfigError(NO_MODEL_MESSAGE.format(config_path=config_path()))
         return self.model
+
+
+def allowed_models(settings: Settings) -> frozenset[str]:
+    """The allowed_models setting as a set of names (it is text, or a list in the config file)."""
+    value = settings.allowed_models or ()
+    names = value.split(",") if isinstance(value, str) else value
+    return frozenset(name.strip() for name in names if str(name).strip())
 
 
 def config_path() -> Path:

@@ -23,6 +23,10 @@ class LocalOnlyViolation(ConfigError):
     """Local-only mode refused a call to a non-local endpoint before any byte was sent."""
 
 
+class ModelNotAllowed(ConfigError):
+    """REPL code asked for a model the run's configuration does not name; nothing was sent."""
+
+
 class ProviderError(RLMError):
     """A model provider failed. `transient` errors (429, 5xx, timeouts, dropped streams) may be retried."""
 

@@ -34,6 +34,7 @@ from rlm.scripted import Fault, ScriptedServer
 from rlm.types import CallOrigin, Role, Status
 
 ROOT, SUB, AGG = "openai/m-root", "openai/m-sub", "openai/m-agg"
+ALLOWED = frozenset({"openai/m-named", "openai/gpt-4o-mini"})  # the models these tests' calls name
 ASK = [{"role": "user", "content": "Which codes appear?"}]
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def make_gateway(
     def endpoint(model: str) -> Endpoint:
         return Endpoint(model, base_url, "sk-local", params or {})
 
-    routes = Routes(endpoint(ROOT), endpoint(SUB), endpoint(aggregate) if aggregate else None, fallbacks or {})
+    routes = Routes(endpoint(ROOT), endpoint(SUB), endpoint(aggregate) if aggregate else None, fallbacks or {}, ALLOWED)
     return ModelGateway(
         Router(routes, policy),
         budget=Budget(Limits()),

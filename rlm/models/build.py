@@ -6,7 +6,7 @@ Kept apart from `rlm/api.py` so that every setting of the model layer is read in
 from __future__ import annotations
 
 from rlm.budget import Budget
-from rlm.config import Settings
+from rlm.config import Settings, allowed_models
 from rlm.events import EventLog
 from rlm.models.cache import ResponseCache
 from rlm.models.gateway import ModelGateway, select_transport
@@ -35,6 +35,7 @@ def routes_from(settings: Settings) -> Routes:
         if settings.aggregate_model
         else None,
         fallbacks=fallbacks,
+        allowed=allowed_models(settings),
     )
 
 

@@ -3,8 +3,10 @@
 Default policy: the root model plans and synthesises (ROOT); `llm_query` sub-calls that search,
 extract or classify go to the cheap sub-model (SUB); `llm_query(..., role="aggregate")` goes to the
 aggregate model, else the root model (AGGREGATE). A model named in code (`llm_query(..., model=...)`)
-wins over everything. A Python policy (`RLM(router=...)`) can decide the other calls. Every decision
-carries a reason, which the gateway writes into the `model_call` event of the trajectory.
+wins over everything, but only one the run's configuration names (its models, their fallbacks, the
+`allowed_models` setting), served through that configuration: code written by a model never picks a
+host or a key of its own. A Python policy (`RLM(router=...)`) can decide the other calls. Every
+decision carries a reason, which the gateway writes into the `model_call` event of the trajectory.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rlm.errors import ConfigError
+from rlm.errors import ConfigError, ModelNotAllowed
 from rlm.models.provider import Endpoint
 from rlm.types import CallOrigin, Role
 
@@ -37,6 +39,28 @@ class Routes:
     sub: Endpoint
     aggregate: Endpoint | None = None
     fallbacks: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    allowed: frozenset[str] = frozenset()  # models code may ask for besides the configured ones
+
+    def requested(self, model: str) -> Endpoint:
+        """A model REPL code asked for, through the run's configuration: a configured one (by its full
+        name, or without its provider prefix: "gpt-4o" is a configured "openai/gpt-4o"), else one the
+        `allowed_models` setting lists, served as `named` serves it; a name without a provider prefix
+        goes to the sub-model's server when that has an api_base. Anything else is refused."""
+        for endpoint in self.configured():
+            if model in (endpoint.model, endpoint.model.partition("/")[2]):
+                return endpoint
+        if model in self.allowed:
+            if "/" not in model and self.sub.api_base:
+                prefix = _provider_prefix(self.sub.model)
+                return replace(self.sub, model=f"{prefix}/{model}" if prefix else model)
+            return self.named(model)
+        names = ", ".join(dict.fromkeys(endpoint.model for endpoint in self.configured()))
+        extra = f"; allowed_models adds {', '.join(sorted(self.allowed))}" if self.allowed else ""
+        raise ModelNotAllowed(
+            f"model {model!r} is not one this run is configured with, so nothing was sent. Code may ask "
+            f"for {names}{extra}. To let code use another model, list it in the allowed_models setting "
+            "(--allowed-models NAME[,NAME], RLM_ALLOWED_MODELS or allowed_models in the config file)."
+        )
 
     def named(self, model: str) -> Endpoint:
         for endpoint in (self.root, self.sub, self.aggregate):
@@ -92,7 +116,7 @@ class Router:
 
     def route(self, origin: CallOrigin, messages: list[dict[str, Any]], requested: str | None = None) -> Decision:
         if requested:
-            return Decision(self.routes.named(requested), "explicit model")
+            return Decision(self.routes.requested(requested), "explicit model")
         if self.policy is not None:
             chosen = self.policy(origin, messages)
             if isinstance(chosen, Endpoint):
