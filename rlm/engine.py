@@ -321,7 +321,16 @@ class Node:
         contexts = contexts or [None] * len(prompts_)
         if not isinstance(contexts, list) or len(contexts) != len(prompts_):
             raise ValueError("contexts= must be a list with one context (or None) per prompt")
-        return await gather_items(self.rlm_query(p, model, c) for p, c in zip(prompts_, contexts, strict=True))
+        slots = asyncio.Semaphore(CHILDREN_AT_ONCE)  # each child holds a sandbox worker: the rest queue
+
+        async def child(prompt: str, context: dict[str, Any] | None) -> str:
+            async with slots:
+                return await self.rlm_query(prompt, model, context)
+
+        return await gather_items(child(p, c) for p, c in zip(prompts_, contexts, strict=True))
+
+
+CHILDREN_AT_ONCE = 8  # child RLMs one rlm_query_batched call runs at once (per call: no deadlock across depths)
 
 
 async def gather_items(calls: Any) -> list[str]:
