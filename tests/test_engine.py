@@ -203,7 +203,8 @@ def test_missing_model_says_how_to_configure(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.delenv("RLM_MODEL", raising=False)
     with pytest.raises(ConfigError, match="No model is configured") as info:
         RLM()
-    assert "rlm demo" in str(info.value) and "--api-base" in str(info.value)
+    assert "rlm demo" in str(info.value) and 'api_base="http' in str(info.value)  # Python terms here
+    assert "--api-base" in info.value.cli_message  # the CLI's own wording
 
 
 def test_rlm_query_at_max_depth_falls_back_to_llm_query(scripted_server: ScriptedServer) -> None:
