@@ -86,7 +86,7 @@ def test_stream_is_cancelled_once_the_answer_is_submitted(scripted_server: Scrip
     )
     result = engine(scripted_server).query("one two three", "How many words?")
     assert result.answer == "3"
-    record = scripted_server.records("test-root")[0]
+    record = scripted_server.settled_records("test-root")[0]
     assert record.outcome == "disconnected"
     assert len(record.sent_text) < len(record.planned_text) // 2
 
@@ -113,7 +113,7 @@ def test_after_block_stop_ends_the_reply_at_the_first_block(scripted_server: Scr
     )
     result = engine(scripted_server, after_block="stop").query("ctx", "q")
     assert result.answer == "42"
-    assert scripted_server.records("test-root")[0].outcome == "disconnected"
+    assert scripted_server.settled_records("test-root")[0].outcome == "disconnected"
     assert len(events(result, "cell_start")) == 2  # one block per turn
 
 
@@ -132,7 +132,7 @@ def test_timeout_stops_the_tree(scripted_server: ScriptedServer) -> None:
     result = engine(scripted_server, timeout=1.0).query("ctx", "q")
     assert result.status is Status.TIMEOUT
     assert result.wall_time_s < 10
-    assert scripted_server.records("test-root")[1].outcome == "disconnected"
+    assert scripted_server.settled_records("test-root")[1].outcome == "disconnected"
 
 
 @pytest.mark.parametrize(
@@ -296,7 +296,7 @@ def test_a_notebook_interrupt_stops_the_run_and_keeps_the_partial(scripted_serve
     result = asyncio.run(notebook_cell())
     assert (result.status, result.answer) == (Status.INTERRUPTED, "half")
     assert time.time() - started < 30
-    assert scripted_server.records("test-root")[1].outcome == "disconnected"
+    assert scripted_server.settled_records("test-root")[1].outcome == "disconnected"
     assert not [t for t in threading.enumerate() if t.name == "rlm-query"]
 
 

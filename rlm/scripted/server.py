@@ -301,6 +301,16 @@ class ScriptedServer(_Loopback):
                 if model is None or r.model == model
             ]
 
+    def settled_records(self, model: str | None = None, wait_s: float = 10.0) -> list[RequestRecord]:
+        """The records once none is still in progress (waiting at most `wait_s`): a client that hangs
+        up returns at once, while the server notices only at its next write."""
+        deadline = time.monotonic() + wait_s
+        records = self.records(model)
+        while any(r.outcome == "in_progress" for r in records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            records = self.records(model)
+        return records
+
     def reset(self) -> None:
         """Forget every script and record (requests still in flight are no longer recorded)."""
         with self._lock:
