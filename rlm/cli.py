@@ -256,6 +256,8 @@ def _report(result: Any, *, as_json: bool, trace: str | None, raw: bool = False)
 )
 @click.option("--max-body-mb", default=32.0, show_default=True, type=float, help="Largest request or upload.")
 @click.option("--max-concurrent", default=8, show_default=True, type=int, help="Runs at once; more get 503.")
+@click.option("--max-uploads-mb", default=512.0, show_default=True, type=float, help="Uploaded files held, in all.")
+@click.option("--upload-ttl", default=3600.0, show_default=True, type=float, help="Seconds an uploaded file is kept.")
 @_engine_options
 def serve(
     host: str,
@@ -264,12 +266,15 @@ def serve(
     context_roots: tuple[str, ...],
     max_body_mb: float,
     max_concurrent: int,
+    max_uploads_mb: float,
+    upload_ttl: float,
     fallbacks: tuple[str, ...],
     **options: Any,
 ) -> None:
     """Serve the RLM as an OpenAI-compatible model (POST /v1/chat/completions, /v1/files, /v1/models).
 
-    Engine limits (--max-cost, --timeout, ...) are caps: a request's own "rlm" limits may only lower them."""
+    Engine limits (--max-cost, --timeout, ...) are caps: a request's own "rlm" limits may only lower them.
+    Without --timeout a run stops after 600 s."""
     from pathlib import Path
 
     from rlm.errors import ConfigError
@@ -281,6 +286,8 @@ def serve(
         context_roots=[Path(root) for root in context_roots],
         max_body_bytes=int(max_body_mb * 2**20),
         max_concurrent=max_concurrent,
+        max_upload_bytes=int(max_uploads_mb * 2**20),
+        upload_ttl_s=upload_ttl,
     )
     try:
         check_exposure(host, serve_options)

@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +97,12 @@ class ServeOptions:
     context_roots: list[Path] = field(default_factory=list)
     max_body_bytes: int = 32 * 2**20
     max_concurrent: int = 8
+    # a run's wall-time limit when the operator set no --timeout: a server never runs one forever
+    default_timeout_s: float = 600.0
+    # uploads live in memory, so both their number, their total size and their age are capped
     max_files: int = 256
+    max_upload_bytes: int = 512 * 2**20
+    upload_ttl_s: float = 3600.0
 
 
 @dataclass
@@ -107,6 +112,7 @@ class _Upload:
     data: bytes
     purpose: str
     created_at: int
+    expires_at: float
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -114,6 +120,7 @@ class _Upload:
             "object": "file",
             "bytes": len(self.data),
             "created_at": self.created_at,
+            "expires_at": int(self.expires_at),
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
@@ -273,6 +280,9 @@ class RLMService:
     """The aiohttp application: routes, auth, limits and one RLM run per chat request."""
 
     def __init__(self, engine: RLM, options: ServeOptions) -> None:
+        if engine.settings.timeout is None:
+            engine = copy.copy(engine)
+            engine.settings = replace(engine.settings, timeout=options.default_timeout_s)
         self.engine = engine
         self.options = options
         self.roots = [root.resolve(strict=True) for root in options.context_roots]
@@ -285,6 +295,7 @@ class RLMService:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_body_bytes, middlewares=[self._guard])
+        app.cleanup_ctx.append(self._expire_uploads)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{name:.+}", self.model)
@@ -349,6 +360,27 @@ class RLMService:
 
     # -- files ----------------------------------------------------------------------------------
 
+    def purge_expired(self, now: float | None = None) -> int:
+        """Drops uploads past their expiry; returns how many went."""
+        now = time.time() if now is None else now
+        expired = [u.id for u in self.uploads.values() if u.expires_at <= now]
+        for file_id in expired:
+            del self.uploads[file_id]
+        return len(expired)
+
+    async def _expire_uploads(self, app: web.Application) -> AsyncIterator[None]:
+        """Purges expired uploads in the background too, so an idle server frees their memory."""
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(min(60.0, max(0.05, self.options.upload_ttl_s / 4)))
+                self.purge_expired()
+
+        sweeper = asyncio.ensure_future(sweep())
+        yield
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
+
     async def upload(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/"):
             raise ApiError(400, "upload a file as multipart/form-data with a 'file' field", "invalid_upload")
@@ -356,27 +388,41 @@ class RLMService:
         part = form.get("file")
         if not isinstance(part, web.FileField):
             raise ApiError(400, "the upload has no 'file' field", "invalid_upload", "file")
+        self.purge_expired()
         if len(self.uploads) >= self.options.max_files:
             raise ApiError(
                 429, f"this server holds at most {self.options.max_files} files; delete some", "too_many_files"
             )
+        data = part.file.read()
+        held = sum(len(u.data) for u in self.uploads.values())
+        if held + len(data) > self.options.max_upload_bytes:
+            raise ApiError(
+                429,
+                f"this server holds at most {self.options.max_upload_bytes} bytes of uploads "
+                f"({held} held, this file is {len(data)}); delete some",
+                "uploads_full",
+            )
+        now = time.time()
         upload = _Upload(
             id=f"file-{secrets.token_hex(12)}",
             filename=Path(part.filename or "upload").name,
-            data=part.file.read(),
+            data=data,
             purpose=str(form.get("purpose", "user_data")),
-            created_at=int(time.time()),
+            created_at=int(now),
+            expires_at=now + self.options.upload_ttl_s,
         )
         self.uploads[upload.id] = upload
         return web.json_response(upload.describe())
 
     def _upload(self, file_id: Any) -> _Upload:
+        self.purge_expired()
         upload = self.uploads.get(file_id) if isinstance(file_id, str) else None
         if upload is None:
             raise ApiError(404, f"no uploaded file with id {file_id!r}", "file_not_found", "rlm.file_ids")
         return upload
 
     async def list_files(self, request: web.Request) -> web.Response:
+        self.purge_expired()
         return web.json_response({"object": "list", "data": [u.describe() for u in self.uploads.values()]})
 
     async def file(self, request: web.Request) -> web.Response:
@@ -602,7 +648,7 @@ async def start_site(service: RLMService, host: str, port: int) -> tuple[web.App
 
 
 def check_exposure(host: str, options: ServeOptions) -> None:
-    """A server reachable from other machines must have a key."""
+    """A server reachable from other machines must have a key; roots must exist; limits be positive."""
     if not options.api_key and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host} without a key: set --serve-key KEY (or RLM_SERVE_KEY), "
@@ -611,6 +657,15 @@ def check_exposure(host: str, options: ServeOptions) -> None:
     for root in options.context_roots:
         if not root.is_dir():
             raise ConfigError(f"--context-root {root} is not a directory")
+    limits = {
+        "--max-concurrent": options.max_concurrent,
+        "--max-body-mb": options.max_body_bytes,
+        "--max-uploads-mb": options.max_upload_bytes,
+        "--upload-ttl": options.upload_ttl_s,
+    }
+    for flag, value in limits.items():
+        if value <= 0:
+            raise ConfigError(f"{flag} must be positive")
 
 
 async def serve_forever(service: RLMService, host: str, port: int, announce: Callable[[str], None]) -> None:

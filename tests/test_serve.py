@@ -241,6 +241,39 @@ def test_the_operators_caps_win_over_the_requests_limits(scripted_server: Script
     assert calls["rlm"]["status"] == "max_calls"
 
 
+def test_every_run_has_a_wall_time_limit_even_when_the_operator_set_none(
+    scripted_server: ScriptedServer, serve
+) -> None:
+    scripted_server.script(ROOT_NAME, lambda request: Reply("FINAL(late)", ttft=60))
+    server = serve(default_timeout_s=0.5)
+    for asked in ({}, {"timeout": 1000}):  # a request cannot lift the server's limit
+        done = _post(server, _ask(rlm=asked)).json()
+        assert done["rlm"]["status"] == "timeout" and done["choices"][0]["finish_reason"] == "length"
+    assert _wait_for(lambda: all(r.outcome == "disconnected" for r in scripted_server.records(ROOT_NAME)))
+    scripted_server.script(ROOT_NAME, ["FINAL(in time)"])
+    operator = serve(engine={"timeout": 30}, default_timeout_s=0.5)  # the operator's --timeout wins
+    assert operator.service.engine.settings.timeout == 30
+    assert _post(operator, _ask()).json()["choices"][0]["message"]["content"] == "in time"
+
+
+def test_uploads_expire_and_their_total_size_is_capped(scripted_server: ScriptedServer, serve) -> None:
+    full = _client(serve(max_upload_bytes=10))
+    assert full.files.create(file=("a.txt", b"12345678"), purpose="user_data").expires_at
+    with pytest.raises(openai.RateLimitError, match="at most 10 bytes of uploads"):
+        full.files.create(file=("b.txt", b"12345"), purpose="user_data")
+    server = serve(max_upload_bytes=10, upload_ttl_s=0.3)
+    client = _client(server)
+    first = client.files.create(file=("a.txt", b"12345678"), purpose="user_data")
+    assert first.expires_at is not None and first.expires_at >= first.created_at
+    # expired uploads are dropped by the server's sweep, freeing their room
+    assert _wait_for(lambda: not server.service.uploads)
+    assert [f.id for f in client.files.list()] == []
+    _error(_post(server, _ask(rlm={"file_ids": [first.id]})), 404, "file_not_found")
+    assert client.files.create(file=("b.txt", b"12345"), purpose="user_data").bytes == 5
+    with pytest.raises(ConfigError, match="--upload-ttl"):
+        check_exposure("127.0.0.1", ServeOptions(upload_ttl_s=0))
+
+
 def test_runs_beyond_the_concurrency_limit_are_turned_away(scripted_server: ScriptedServer, serve) -> None:
     scripted_server.script(ROOT_NAME, [Reply("FINAL(slow)", ttft=3)])
     server = serve(max_concurrent=1)
@@ -307,3 +340,44 @@ def test_the_cli_refuses_to_listen_off_loopback_without_a_key(tmp_path: Path) ->
         timeout=60,
     )
     assert done.returncode == 1 and "RLM_SERVE_KEY" in done.stderr
+
+
+def test_rlm_serve_as_a_process_answers_the_openai_client_and_stops_on_ctrl_c(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "a.txt").write_text("from disk")
+    scripted_server.script(ROOT_NAME, lambda request: ECHO_CONTEXT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
+    env["RLM_CONFIG"] = str(tmp_path / "absent.toml")
+    env["RLM_SERVE_KEY"] = "s3cret"
+    command = [sys.executable, "-m", "rlm.cli", "serve", "--port", "0", "--context-root", str(root)]
+    command += ["--model", ROOT, "--api-base", scripted_server.base_url, "--api-key", "sk-local"]
+    process = subprocess.Popen([*command, "--sandbox", "inprocess"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        announced = process.stderr.readline()
+        url = re.search(r"(http://\S+/v1)", announced)
+        assert url, announced
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url.group(1), api_key="wrong", max_retries=0).models.list()
+        client = openai.OpenAI(base_url=url.group(1), api_key="s3cret", max_retries=0)
+        completion = client.chat.completions.create(
+            model="rlm",
+            messages=[{"role": "user", "content": "echo"}],
+            extra_body={"rlm": {"context_files": ["a.txt"]}},
+        )
+        assert completion.choices[0].message.content == "from disk"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert "rlm serve: stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
