@@ -6,10 +6,12 @@ The models are the scripted "bench" policy in its own process: each run is two r
 each) around one REPL cell of 8 sub-calls of `--latency` seconds. The same runs are made
   1. directly: `RLM.aquery` in this process, one at a time, then `--clients` at once;
   2. served: `rlm serve` as a real subprocess (CLI, its own event loop), called over HTTP with the
-     `openai` async client, one at a time, then `--clients` at once.
-Printed: mean latency per run and the server's added latency (served minus direct), requests per
-second at `--clients` concurrency for both and their ratio, and how many served requests failed
-(the goal is none: nothing dropped).
+     `openai` async client, one at a time, then `--clients` at once;
+  3. bare `rlm query` processes, one per run (what a tool without an OpenAI endpoint would do),
+     one at a time, then `--clients` at once (`--query-requests` runs: each pays a Python start).
+Printed: mean latency per run and the server's added latency (served minus direct, served minus
+`rlm query`), requests per second at `--clients` concurrency for each and their ratios, and how many
+served requests failed (the goal is none: nothing dropped).
 """
 
 from __future__ import annotations
@@ -77,6 +79,23 @@ def start_serve(base_url: str, clients: int) -> tuple[subprocess.Popen[str], str
     raise SystemExit(f"rlm serve did not start (exit {process.wait()})")
 
 
+def query_command(base_url: str, q: str) -> list[str]:
+    """A bare `rlm query` of the same run, its context on stdin."""
+    command = [sys.executable, "-m", "rlm.cli", "query", q, "--context", "-"]
+    return [*command, "--model", "openai/root", "--sub-model", "openai/sub", "--api-base", base_url, *ENGINE]
+
+
+async def bare_query(command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")} | {"RLM_CONFIG": os.devnull}
+    env["OPENAI_API_KEY"] = "sk-local"
+    process = await asyncio.create_subprocess_exec(
+        *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    out, err = await process.communicate(b"context")
+    if process.returncode != 0 or out.decode().strip() != "done":
+        raise RuntimeError(f"rlm query exited {process.returncode}: {err.decode()[-300:]}")
+
+
 def report(name: str, latencies: list[float], seconds: float, n: int, failures: int) -> float:
     rate = (n - failures) / seconds
     mean = statistics.mean(latencies) if latencies else float("nan")
@@ -123,16 +142,28 @@ async def main(args: argparse.Namespace) -> None:
             process.terminate()
             process.wait()
 
+        command = query_command(models.base_url, q)
+        one_query = await timed(lambda: bare_query(command), args.query_sequential, 1)
+        many_query = await timed(lambda: bare_query(command), args.query_requests, args.clients)
+
     print(f"runs of 2 root turns + 8 sub-calls of {args.latency:g} s; scripted models in their own process")
     print("one at a time:")
     report("RLM.aquery (in-process)", *one_direct[:2], args.sequential, one_direct[2])
     report("rlm serve + openai client", *one_served[:2], args.sequential, one_served[2])
+    report("rlm query process per run", *one_query[:2], args.query_sequential, one_query[2])
     added = statistics.mean(one_served[0]) - statistics.mean(one_direct[0])
-    print(f"  added latency per request: {added * 1000:.1f} ms")
+    saved = statistics.mean(one_query[0]) - statistics.mean(one_served[0])
+    print(
+        f"  added latency per request vs in-process: {added * 1000:.1f} ms; saved vs rlm query: {saved * 1000:.0f} ms"
+    )
     print(f"{args.clients} clients at once, {args.requests} runs:")
     direct_rate = report("RLM.aquery (in-process)", *many_direct[:2], args.requests, many_direct[2])
     served_rate = report("rlm serve + openai client", *many_served[:2], args.requests, many_served[2])
-    print(f"  served / direct throughput: {served_rate / direct_rate:.2f}x; dropped requests: {many_served[2]}")
+    query_rate = report("rlm query process per run", *many_query[:2], args.query_requests, many_query[2])
+    print(
+        f"  served / direct throughput: {served_rate / direct_rate:.2f}x; served / rlm query: "
+        f"{served_rate / query_rate:.2f}x; dropped requests: {many_served[2]}"
+    )
 
 
 if __name__ == "__main__":
@@ -140,5 +171,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=64, help="runs in the concurrent phase")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--sequential", type=int, default=10, help="runs in the one-at-a-time phase")
+    parser.add_argument("--query-sequential", type=int, default=5, help="rlm query runs one at a time")
+    parser.add_argument("--query-requests", type=int, default=16, help="rlm query runs, --clients at once")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per scripted sub-call")
     run(main(parser.parse_args()))  # uvloop where installed, the loop `rlm serve` runs on too
