@@ -274,6 +274,17 @@ def test_uploads_expire_and_their_total_size_is_capped(scripted_server: Scripted
         check_exposure("127.0.0.1", ServeOptions(upload_ttl_s=0))
 
 
+def test_bad_uploads_get_openai_style_errors(scripted_server: ScriptedServer, serve) -> None:
+    server = serve(max_files=1)
+    files = f"{server.base_url}/files"
+    _error(httpx.post(files, json={"file": "x"}), 400, "invalid_upload")
+    _error(httpx.post(files, files={"other": ("a.txt", b"a")}), 400, "invalid_upload")
+    assert httpx.post(files, files={"file": ("a.txt", b"a")}).status_code == 200
+    _error(httpx.post(files, files={"file": ("b.txt", b"b")}), 429, "too_many_files")
+    _error(httpx.get(f"{files}/file-absent"), 404, "file_not_found")
+    _error(httpx.delete(f"{files}/file-absent"), 404, "file_not_found")
+
+
 def test_runs_beyond_the_concurrency_limit_are_turned_away(scripted_server: ScriptedServer, serve) -> None:
     scripted_server.script(ROOT_NAME, [Reply("FINAL(slow)", ttft=3)])
     server = serve(max_concurrent=1)
