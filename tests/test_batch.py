@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,60 @@ def test_cluster_limiter_holds_across_workers(local_ray: Any, scripted_server: S
     assert len(scripted_server.records()) == 6
     assert _max_overlap(scripted_server) == 1
     assert local_ray.get(limiter.stats.remote()) == {"grants": 6, "peak_in_flight": 1}
+
+
+def _ray_job_pids() -> list[int]:
+    """Processes whose title says they are running a batch job right now (Ray sets `ray::run_job`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::run_job"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _wait_until(check: Any, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_goes_on(
+    local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    from rlm import ray_backend
+
+    def policy(request: ChatRequest) -> Reply:
+        if "doomed" in json.dumps(request.messages):  # this job's worker is killed at each attempt
+            return Reply("```repl\nFINAL('late')\n```", ttft=120)
+        return Reply("```repl\nFINAL(len(context))\n```")
+
+    scripted_server.script("root", policy)
+    jobs_path = _jobs(tmp_path, boom=False, n=3)
+    with jobs_path.open("a") as f:
+        f.write(json.dumps({"id": "doomed", "question": "doomed", "context": "abcd"}) + "\n")
+    jobs, out, options = load_jobs(jobs_path), ResultsFile(tmp_path / "r.jsonl"), _options(scripted_server)
+    batch = threading.Thread(target=ray_backend.run_on_ray, args=(jobs, out, options))
+    batch.start()
+    doomed = lambda: [r for r in scripted_server.records() if "doomed" in json.dumps(r.messages)]  # noqa: E731
+    for attempt in range(1, ray_backend.MAX_RETRIES + 2):
+        _wait_until(lambda: len(doomed()) == attempt and len(_ray_job_pids()) == 1)  # noqa: B023
+        os.kill(_ray_job_pids()[0], signal.SIGKILL)
+    batch.join(timeout=120)
+    assert not batch.is_alive()
+    rows = {row["id"]: row for row in out.written}
+    assert {i: r["answer"] for i, r in rows.items() if i != "doomed"} == {"file": "12", "1": "1", "2": "2"}
+    assert rows["doomed"]["status"] == "error" and "Worker" in rows["doomed"]["error"]
+    assert len(doomed()) == 1 + ray_backend.MAX_RETRIES  # the first attempt and every retry reached the server
+    _wait_until(lambda: all(r.outcome == "disconnected" for r in doomed()))
+
+    scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
+    again = ResultsFile(out.path)
+    ray_backend.run_on_ray(jobs, again, options)  # a re-run does only the failed job
+    assert [(row["id"], row["answer"]) for row in again.written] == [("doomed", "4")]
 
 
 def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
