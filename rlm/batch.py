@@ -8,7 +8,8 @@ again; the newest row of an id wins).
 
 Jobs travel as these small specs, never as context bytes: whoever runs a job reads its own context.
 When --rpm or --max-in-flight is given it holds for the whole batch (all runs share one key), through
-one `SweepLimiter` consulted by every run's scheduler.
+one `SweepLimiter` consulted by every run's scheduler. --batch-max-cost holds through a `CostGate`
+on the driver that lends each job part of what is left as the job's own max_cost.
 """
 
 from __future__ import annotations
@@ -237,6 +238,63 @@ def batch_limiter(options: dict[str, Any], max_calls: int | None = None, period:
     return SweepLimiter(max_in_flight=in_flight, rpm=rpm, period=period, max_calls=max_calls)
 
 
+class CostGate:
+    """One cost budget for a whole batch, kept by the driver. Each job starts with a loan that becomes
+    its run's max_cost (which the engine never exceeds: every call reserves its worst case first), and
+    settles to what the run spent when it ends, so the jobs together never spend more than `budget`.
+
+    A loan is `run_cap` (the runs' own max_cost, else an even share of the budget among the jobs
+    running at once); when less than that is left, a job waits for running ones to settle, and when
+    nothing is running the last of the budget is lent. Jobs the budget cut, or could not start, get
+    rows that name the batch's limit, so a re-run (with more budget) runs them again.
+
+    A Ray worker that dies takes its spending so far with it: the retried job settles only what its
+    last attempt spent."""
+
+    def __init__(self, budget: float, run_cap: float) -> None:
+        if budget <= 0:
+            raise ConfigError("--batch-max-cost must be positive")
+        self.budget, self.run_cap = budget, min(run_cap, budget)
+        self.spent = 0.0
+        self.lent = 0.0
+
+    @classmethod
+    def for_batch(cls, budget: float | None, run_max_cost: float | None, concurrency: int) -> CostGate | None:
+        if budget is None:
+            return None
+        return cls(budget, run_max_cost if run_max_cost is not None else budget / max(1, concurrency))
+
+    def lend(self) -> float | None:
+        """The next job's loan; 0.0 when it must wait for a running job to settle; None when spent."""
+        left = self.budget - self.spent - self.lent
+        if left >= self.run_cap - 1e-12:
+            loan = self.run_cap
+        elif self.lent > 0:
+            return 0.0
+        elif left > 1e-9:
+            loan = left
+        else:
+            return None
+        self.lent += loan
+        return loan
+
+    def settle(self, loan: float, row: dict[str, Any], run_max_cost: float | None) -> dict[str, Any]:
+        """Count what the job spent; a run cut by a loan below its own cap is the batch's doing."""
+        self.lent -= loan
+        self.spent += float(row.get("cost_usd") or 0.0)
+        own_cap = float("inf") if run_max_cost is None else run_max_cost
+        if row.get("status") == "max_cost" and loan < own_cap:
+            return row | {
+                "error": f"{BATCH_CALLS_SPENT} ${self.budget:g} in all left this job ${loan:.4g}: {row['error']}"
+            }
+        return row
+
+    def spent_row(self, job: Job) -> dict[str, Any]:
+        """The row of a job the budget could not start."""
+        error = f"{BATCH_CALLS_SPENT} ${self.budget:g} in all was spent (${self.spent:.4f}) before this job started"
+        return failed_row(job, error) | {"status": "max_cost"}
+
+
 def _retry(row: dict[str, Any]) -> bool:
     return row.get("status") in RETRY_STATUSES or str(row.get("error")).startswith(BATCH_CALLS_SPENT)
 
@@ -266,6 +324,7 @@ async def arun_local(
     *,
     concurrency: int = 4,
     max_calls: int | None = None,
+    max_cost: float | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Run the jobs not yet done, `concurrency` at a time, in this process."""
@@ -275,12 +334,30 @@ async def arun_local(
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     rlm = RLM(**options)
+    run_cap = rlm.settings.max_cost
+    costs = CostGate.for_batch(max_cost, run_cap, concurrency)
+    settled = asyncio.Event()  # replaced at each settlement: wakes the jobs waiting for a loan
     gate = asyncio.Semaphore(concurrency)
     previous = set_shared_limiter(batch_limiter(options, max_calls))
 
+    async def with_loan(job: Job, costs: CostGate) -> dict[str, Any]:
+        nonlocal settled
+        while (loan := costs.lend()) == 0.0:
+            await settled.wait()
+        if loan is None:
+            return costs.spent_row(job)
+        row = failed_row(job, "cancelled")
+        try:
+            row = await arun_job(job, RLM(**(options | {"max_cost": loan})))
+        finally:
+            row = costs.settle(loan, row, run_cap)
+            settled.set()
+            settled = asyncio.Event()
+        return row
+
     async def one(job: Job) -> None:
         async with gate:
-            row = await arun_job(job, rlm)
+            row = await (arun_job(job, rlm) if costs is None else with_loan(job, costs))
         out.write(row)
         if on_row:
             on_row(row)
@@ -305,6 +382,7 @@ def run_batch(
     concurrency: int = 4,
     ray_address: str | None = None,
     max_calls: int | None = None,
+    max_cost: float | None = None,
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run (or resume) a batch, locally or on Ray when `ray_address` is given ('local' starts an
@@ -317,6 +395,8 @@ def run_batch(
 
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
+    if max_cost is not None and max_cost <= 0:
+        raise ConfigError("--batch-max-cost must be positive")
     jobs = load_jobs(jobs_path)
     RLM(**options)  # a missing model or a bad option fails here, before any job starts
     out = ResultsFile(out_path)
@@ -348,9 +428,13 @@ def run_batch(
 
             ray_backend.connect(ray_address, num_cpus=concurrency)
             limiter = ray_backend.start_limiter(options, max_calls=max_calls)
-            ray_backend.run_on_ray(jobs, out, options, limiter=limiter, on_row=on_row)
+            ray_backend.run_on_ray(jobs, out, options, limiter=limiter, on_row=on_row, max_cost=max_cost)
         else:
-            run(arun_local(jobs, out, options, concurrency=concurrency, max_calls=max_calls, on_row=on_row))
+            run(
+                arun_local(
+                    jobs, out, options, concurrency=concurrency, max_calls=max_calls, max_cost=max_cost, on_row=on_row
+                )
+            )
     rows = read_results(out.path)
     if progress:
         ids = {job.id for job in jobs}

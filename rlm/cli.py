@@ -389,9 +389,22 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     help="Run on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
 )
 @click.option("--batch-max-calls", type=int, help="Model calls for the whole batch (a re-run may spend as many again).")
+@click.option(
+    "--batch-max-cost",
+    type=float,
+    metavar="USD",
+    help="Cost limit of the whole batch: each job runs with part of what is left as its --max-cost "
+    "(an even share per job running at once, unless --max-cost is set). A re-run may spend as much again.",
+)
 @_engine_options
 def batch(
-    jobs: str, out_path: str, concurrency: int, ray_address: str | None, batch_max_calls: int | None, **options: Any
+    jobs: str,
+    out_path: str,
+    concurrency: int,
+    ray_address: str | None,
+    batch_max_calls: int | None,
+    batch_max_cost: float | None,
+    **options: Any,
 ) -> None:
     """Answer every job of JOBS, a JSONL file of {"question", "context" (text) or "context_path" (file),
     optional "id"}. Rows are appended to --out as jobs end; a re-run does only the missing ones.
@@ -403,7 +416,15 @@ def batch(
     fallbacks = options.pop("fallbacks")
     try:
         settings = _settings(fallbacks, options)
-        run_batch(jobs, out_path, settings, concurrency=concurrency, ray_address=ray_address, max_calls=batch_max_calls)
+        run_batch(
+            jobs,
+            out_path,
+            settings,
+            concurrency=concurrency,
+            ray_address=ray_address,
+            max_calls=batch_max_calls,
+            max_cost=batch_max_cost,
+        )
     except (ConfigError, ContextError) as exc:
         _fail(exc)
     except KeyboardInterrupt:

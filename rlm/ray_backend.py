@@ -11,13 +11,14 @@ across the cluster through one limiter actor that every worker's scheduler consu
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from rlm.batch import Job, ResultsFile, SweepLimiter, arun_job, batch_limiter, calls_spent, failed_row
+from rlm.batch import CostGate, Job, ResultsFile, SweepLimiter, arun_job, batch_limiter, calls_spent, failed_row
 from rlm.errors import ConfigError
 
 MAX_RETRIES = 3  # a job whose worker died runs again on another one, this many times
@@ -122,22 +123,48 @@ def run_on_ray(
     *,
     limiter: Any = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    max_cost: float | None = None,
 ) -> None:
     """Submit every job not yet done and write each row the moment it comes back. The caller connects
-    (`connect`) and may pass a limiter actor (`start_limiter`)."""
+    (`connect`) and may pass a limiter actor (`start_limiter`). With `max_cost` (the whole batch's),
+    jobs go out as the driver's `CostGate` lends them part of it, an even share per cluster CPU unless
+    the runs have a max_cost of their own."""
+    from rlm.api import RLM
+
     ray = import_ray()
     run_job, _ = _remote()
     options_ref = ray.put(options)
-    pending = {run_job.remote(job, options_ref, limiter): job for job in out.todo(jobs)}
+    run_cap = RLM(**options).settings.max_cost
+    costs = CostGate.for_batch(max_cost, run_cap, int(ray.cluster_resources().get("CPU", 1)))
+    queue = collections.deque(out.todo(jobs))
+    pending: dict[Any, tuple[Job, float | None]] = {}
     try:
-        while pending:
+        while queue or pending:
+            while queue:
+                loan = None if costs is None else costs.lend()
+                if loan == 0.0:
+                    break  # wait for a running job to settle
+                if costs is not None and loan is None:  # spent: the rest get rows a re-run picks up
+                    for job in queue:
+                        out.write(costs.spent_row(job))
+                        if on_row:
+                            on_row(out.written[-1])
+                    queue.clear()
+                    break
+                job = queue.popleft()
+                job_options = options_ref if loan is None else options | {"max_cost": loan}
+                pending[run_job.remote(job, job_options, limiter)] = (job, loan)
+            if not pending:
+                break
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                job = pending.pop(ref)
+                job, loan = pending.pop(ref)
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # raised in the job past its own handling, or lost
                     row = failed_row(job, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}")
+                if costs is not None and loan is not None:
+                    row = costs.settle(loan, row, run_cap)
                 out.write(row)
                 if on_row:
                     on_row(row)

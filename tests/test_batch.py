@@ -102,6 +102,40 @@ def test_batch_call_budget_holds_and_cut_jobs_run_again(scripted_server: Scripte
     assert all(r["status"] == "completed" for r in again.values())
 
 
+def _cost_budget_sweep(server: ScriptedServer, tmp_path: Path, ray_address: str | None) -> None:
+    """Six one-call jobs on a priced model under a batch budget of about three: the jobs together never
+    spend past it (by rlm's count and by the server's), the cut ones name the batch's limit, a re-run
+    with more budget does only those."""
+    from rlm.models.pricing import price
+    from rlm.scripted.server import _prompt_tokens
+    from rlm.tokens import count_tokens
+
+    server.script("gpt-4o-mini", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
+    options = _options(server, model="openai/gpt-4o-mini", max_completion_tokens=50)
+    (tmp_path / "one").mkdir()
+    one = run_batch(_jobs(tmp_path / "one", boom=False, n=1), tmp_path / "one.jsonl", options, progress=False)
+    cost = one["file"]["cost_usd"]
+    assert cost > 0
+    server.reset()
+    server.script("gpt-4o-mini", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
+    jobs, out, budget = _jobs(tmp_path, boom=False, n=6), tmp_path / "r.jsonl", 3.5 * cost
+    rows = run_batch(jobs, out, options, concurrency=2, max_cost=budget, ray_address=ray_address, progress=False)
+    billed = sum(price(r.model, _prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
+    assert sum(r["cost_usd"] for r in rows.values()) <= budget and billed <= budget
+    done = {i for i, r in rows.items() if r["status"] == "completed"}
+    cut = {i for i, r in rows.items() if r["status"] != "completed"}
+    assert len(done) >= 2 and cut
+    assert all(rows[i]["status"] == "max_cost" and rows[i]["error"].startswith("the batch's limit of $") for i in cut)
+    before = len(server.records())
+    again = run_batch(jobs, out, options, concurrency=2, max_cost=10 * cost, ray_address=ray_address, progress=False)
+    assert len(server.records()) - before == len(cut)  # only the cut jobs ran again
+    assert all(r["status"] == "completed" for r in again.values())
+
+
+def test_batch_cost_budget_holds_and_cut_jobs_run_again(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    _cost_budget_sweep(scripted_server, tmp_path, None)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -238,6 +272,12 @@ def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_g
     again = ResultsFile(out.path)
     ray_backend.run_on_ray(jobs, again, options)  # a re-run does only the failed job
     assert [(row["id"], row["answer"]) for row in again.written] == [("doomed", "4")]
+
+
+def test_batch_cost_budget_holds_across_ray_workers(
+    local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    _cost_budget_sweep(scripted_server, tmp_path, "local")
 
 
 def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
