@@ -7,7 +7,7 @@ that already have a result there (those that ended in an error, a provider error
 again; the newest row of an id wins).
 
 Jobs travel as these small specs, never as context bytes: whoever runs a job reads its own context.
-When --rpm or --max-in-flight is given it holds for the whole batch (all runs share one key), through
+When --rpm, --tpm or --max-in-flight is given it holds for the whole batch (all runs share one key), through
 one `SweepLimiter` consulted by every run's scheduler. --batch-max-cost holds through a `CostGate`
 on the driver that lends each job part of what is left as the job's own max_cost.
 """
@@ -142,13 +142,15 @@ async def arun_job(job: Job, rlm: Any) -> dict[str, Any]:
 
 
 class SweepLimiter:
-    """Per-model in-flight and requests-per-`period` limits over every run of a batch (or, inside a
-    Ray actor, over every worker). Tickets name grants, so a release that overtakes its own acquire
-    (a caller cancelled while asking a remote actor) abandons the grant instead of leaking it.
+    """Per-model in-flight, requests-per-`period` and prompt-tokens-per-`period` limits over every run
+    of a batch (or, inside a Ray actor, over every worker). Tickets name grants, so a release that
+    overtakes its own acquire (a caller cancelled while asking a remote actor) abandons the grant
+    instead of leaking it.
 
-    The rate counts a call from its grant until `period` after it ended, not from its grant alone: a
-    provider counts arrivals, and a call may arrive any time between its grant and its end (a busy
-    worker, a slow network), so only this count keeps every window at the provider within `rpm`."""
+    The rates count a call (and its prompt's tokens) from its grant until `period` after it ended, not
+    from its grant alone: a provider counts arrivals, and a call may arrive any time between its grant
+    and its end (a busy worker, a slow network), so only this count keeps every window at the provider
+    within `rpm` and `tpm`. A prompt larger than `tpm` waits for an empty window."""
 
     def __init__(
         self,
@@ -156,46 +158,56 @@ class SweepLimiter:
         rpm: int | None = None,
         period: float = 60.0,
         max_calls: int | None = None,
+        tpm: int | None = None,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.max_calls = max_calls
         self.rpm = rpm
+        self.tpm = tpm
         self.period = period
         self._in_flight: collections.Counter[str] = collections.Counter()
-        self._ended: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
-        self._granted: set[str] = set()
+        self._tokens_in_flight: collections.Counter[str] = collections.Counter()
+        # per model: (end time, prompt tokens) of the calls that ended within the last period
+        self._ended: dict[str, collections.deque[tuple[float, int]]] = collections.defaultdict(collections.deque)
+        self._granted: dict[str, int] = {}  # ticket -> the tokens it was granted with
         self._abandoned: set[str] = set()
         self._changed = asyncio.Condition()
         self.peak_in_flight = 0
         self.grants = 0
 
-    def _wait_s(self, model: str) -> float | None:
-        """0 when a call may go now, the seconds until the rate allows one, None to wait for a release."""
+    def _wait_s(self, model: str, tokens: int) -> float | None:
+        """0 when a call may go now, the seconds until the rates allow one, None to wait for a release."""
         if self.max_in_flight is not None and self._in_flight[model] >= self.max_in_flight:
             return None
-        if self.rpm is None:
+        if self.rpm is None and self.tpm is None:
             return 0.0
         ended, now = self._ended[model], time.monotonic()
-        while ended and now - ended[0] >= self.period:
+        while ended and now - ended[0][0] >= self.period:
             ended.popleft()
-        if self._in_flight[model] + len(ended) < self.rpm:
-            return 0.0
-        return ended[0] + self.period - now if ended else None
+        until_oldest = ended[0][0] + self.period - now if ended else None
+        if self.rpm is not None and self._in_flight[model] + len(ended) >= self.rpm:
+            return until_oldest
+        if self.tpm is not None:
+            counted = self._tokens_in_flight[model] + sum(n for _, n in ended)
+            if counted and counted + min(tokens, self.tpm) > self.tpm:
+                return until_oldest
+        return 0.0
 
     def _spent(self) -> bool:
         return self.max_calls is not None and self.grants >= self.max_calls
 
-    async def acquire(self, model: str) -> str:
+    async def acquire(self, model: str, tokens: Callable[[], int] | None = None) -> str:
         """A ticket for one call; BudgetExceeded once the batch's calls are spent."""
-        ticket = await self.try_acquire(model, uuid.uuid4().hex)
+        counted = tokens() if self.tpm is not None and tokens is not None else 0
+        ticket = await self.try_acquire(model, uuid.uuid4().hex, counted)
         if ticket is None:
             raise calls_spent(self.max_calls)
         return ticket
 
-    async def try_acquire(self, model: str, ticket: str) -> str | None:
+    async def try_acquire(self, model: str, ticket: str, tokens: int = 0) -> str | None:
         """`ticket` once granted (or abandoned by an early release); None when the calls are spent."""
         async with self._changed:
-            while not self._spent() and ticket not in self._abandoned and (wait := self._wait_s(model)) != 0.0:
+            while not self._spent() and ticket not in self._abandoned and (wait := self._wait_s(model, tokens)) != 0.0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait)
             if ticket in self._abandoned:
@@ -204,7 +216,8 @@ class SweepLimiter:
             if self._spent():
                 return None
             self._in_flight[model] += 1
-            self._granted.add(ticket)
+            self._tokens_in_flight[model] += tokens
+            self._granted[ticket] = tokens
             self.grants += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight[model])
             return ticket
@@ -212,9 +225,10 @@ class SweepLimiter:
     async def release(self, model: str, ticket: str) -> None:
         async with self._changed:
             if ticket in self._granted:
-                self._granted.discard(ticket)
+                tokens = self._granted.pop(ticket)
                 self._in_flight[model] -= 1
-                self._ended[model].append(time.monotonic())
+                self._tokens_in_flight[model] -= tokens
+                self._ended[model].append((time.monotonic(), tokens))
             else:
                 self._abandoned.add(ticket)
             self._changed.notify_all()
@@ -231,11 +245,11 @@ def calls_spent(max_calls: int | None) -> Exception:
 
 
 def batch_limiter(options: dict[str, Any], max_calls: int | None = None, period: float = 60.0) -> SweepLimiter | None:
-    """The batch-wide limiter --rpm / --max-in-flight / --batch-max-calls ask for (None: none given)."""
-    rpm, in_flight = options.get("rpm"), options.get("max_in_flight")
-    if not (rpm or in_flight or max_calls is not None):
+    """The batch-wide limiter --rpm / --tpm / --max-in-flight / --batch-max-calls ask for (None: none)."""
+    rpm, tpm, in_flight = options.get("rpm"), options.get("tpm"), options.get("max_in_flight")
+    if not (rpm or tpm or in_flight or max_calls is not None):
         return None
-    return SweepLimiter(max_in_flight=in_flight, rpm=rpm, period=period, max_calls=max_calls)
+    return SweepLimiter(max_in_flight=in_flight, rpm=rpm, period=period, max_calls=max_calls, tpm=tpm)
 
 
 class CostGate:

@@ -4,7 +4,7 @@ Jobs go out as specs (`rlm.batch.Job`: a question and a context text or path, ne
 context); each worker reads its own context and runs the job with the batch's options. Rows come back
 as they finish (ray.wait) and the driver appends them to the results file at once. A job that fails
 alone comes back as a failed row; a worker that dies has its job retried elsewhere (max_retries); Ctrl-C
-cancels the jobs still running and keeps every row already written. --rpm / --max-in-flight hold
+cancels the jobs still running and keeps every row already written. --rpm / --tpm / --max-in-flight hold
 across the cluster through one limiter actor that every worker's scheduler consults.
 """
 
@@ -50,15 +50,18 @@ def connect(address: str | None, num_cpus: int) -> Any:
 
 
 class ActorLimiter:
-    """`rlm.scheduler.SharedLimiter` over the cluster's limiter actor (used inside each worker)."""
+    """`rlm.scheduler.SharedLimiter` over the cluster's limiter actor (used inside each worker).
+    With `counts_tokens` (a --tpm is set) each call's prompt is counted here and sent as a number."""
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, counts_tokens: bool = False) -> None:
         self.actor = actor
+        self.counts_tokens = counts_tokens
 
-    async def acquire(self, model: str) -> object:
+    async def acquire(self, model: str, tokens: Callable[[], int] | None = None) -> object:
         ticket = uuid.uuid4().hex
+        counted = tokens() if self.counts_tokens and tokens is not None else 0
         try:
-            granted = await self.actor.try_acquire.remote(model, ticket)
+            granted = await self.actor.try_acquire.remote(model, ticket, counted)
         except asyncio.CancelledError:
             self.actor.release.remote(model, ticket)  # abandons the grant, whether or not it was made
             raise
@@ -81,7 +84,7 @@ def _remote() -> tuple[Any, Any]:
         from rlm.loop import run
         from rlm.scheduler import set_shared_limiter
 
-        set_shared_limiter(ActorLimiter(limiter) if limiter is not None else None)
+        set_shared_limiter(ActorLimiter(limiter, bool(options.get("tpm"))) if limiter is not None else None)
         try:
             return run(arun_job(job, RLM(**options)))
         finally:
@@ -89,11 +92,15 @@ def _remote() -> tuple[Any, Any]:
 
     @ray.remote(num_cpus=0)
     class LimiterActor:
-        def __init__(self, max_in_flight: int | None, rpm: int | None, period: float, max_calls: int | None) -> None:
-            self.limiter = SweepLimiter(max_in_flight=max_in_flight, rpm=rpm, period=period, max_calls=max_calls)
+        def __init__(
+            self, max_in_flight: int | None, rpm: int | None, period: float, max_calls: int | None, tpm: int | None
+        ) -> None:
+            self.limiter = SweepLimiter(
+                max_in_flight=max_in_flight, rpm=rpm, period=period, max_calls=max_calls, tpm=tpm
+            )
 
-        async def try_acquire(self, model: str, ticket: str) -> str | None:
-            return await self.limiter.try_acquire(model, ticket)
+        async def try_acquire(self, model: str, ticket: str, tokens: int = 0) -> str | None:
+            return await self.limiter.try_acquire(model, ticket, tokens)
 
         async def max_calls(self) -> int | None:
             return self.limiter.max_calls
@@ -108,12 +115,12 @@ def _remote() -> tuple[Any, Any]:
 
 
 def start_limiter(options: dict[str, Any], period: float = 60.0, max_calls: int | None = None) -> Any:
-    """The cluster-wide limiter actor for --rpm / --max-in-flight / --batch-max-calls (None: none given)."""
+    """The cluster-wide limiter actor for --rpm / --tpm / --max-in-flight / --batch-max-calls (None: none)."""
     local = batch_limiter(options, max_calls, period)
     if local is None:
         return None
     _, actor_class = _remote()
-    return actor_class.remote(local.max_in_flight, local.rpm, local.period, local.max_calls)
+    return actor_class.remote(local.max_in_flight, local.rpm, local.period, local.max_calls, local.tpm)
 
 
 def run_on_ray(
@@ -205,7 +212,7 @@ def _remote_bench() -> Any:
         task = _bench_tasks(suite, n, length, seed)[index]
         keys = ("model", "sub_model", "api_base", "api_key", "timeout")
         rlm = RLM(**{k: cfg[k] for k in keys}, **options)
-        set_shared_limiter(ActorLimiter(limiter) if limiter is not None else None)
+        set_shared_limiter(ActorLimiter(limiter, bool(options.get("tpm"))) if limiter is not None else None)
         try:
             return asdict(run(_run_one(task, cfg, rlm, Path(out))))
         finally:

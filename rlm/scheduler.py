@@ -160,7 +160,9 @@ class SharedLimiter(Protocol):
     """Limits shared beyond one run (every run of a batch, every worker of a Ray cluster): consulted
     once per provider call, after the run's own slot and rates, and released when the call ends."""
 
-    async def acquire(self, model: str) -> object: ...
+    async def acquire(self, model: str, tokens: Callable[[], int] | None = None) -> object:
+        """A ticket for one call; `tokens` estimates its prompt (asked only by a limiter with a tpm)."""
+        ...
 
     async def release(self, model: str, ticket: object) -> None: ...
 
@@ -202,7 +204,7 @@ class Scheduler:
         try:
             await gate.pace(tokens)
             if self.shared is not None:
-                ticket = await self.shared.acquire(model)
+                ticket = await self.shared.acquire(model, tokens)
             yield
         except ProviderError as error:
             if error.status_code == 429 and error.retry_after:

@@ -220,6 +220,30 @@ def test_cluster_limiter_holds_across_workers(local_ray: Any, scripted_server: S
     assert local_ray.get(limiter.stats.remote()) == {"grants": 6, "peak_in_flight": 1}
 
 
+def test_cluster_token_rate_holds_across_workers(
+    local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    """--tpm through the limiter actor, with a 2 s window: each prompt is about P tokens and the limit
+    2.5 P, so at no time may more than two prompts have reached the server within one window."""
+    from rlm import ray_backend
+    from rlm.scripted.server import _prompt_tokens
+
+    scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
+    warm = ResultsFile(tmp_path / "warm.jsonl")
+    (tmp_path / "warm").mkdir()
+    ray_backend.run_on_ray(load_jobs(_jobs(tmp_path / "warm", boom=False, n=1)), warm, _options(scripted_server))
+    prompt = _prompt_tokens(scripted_server.records()[0].messages)
+    scripted_server.reset()
+    scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
+    options, period = _options(scripted_server, tpm=int(2.5 * prompt)), 2.0
+    out, limiter = ResultsFile(tmp_path / "r.jsonl"), ray_backend.start_limiter(options, period=period)
+    ray_backend.run_on_ray(load_jobs(_jobs(tmp_path, boom=False, n=5)), out, options, limiter=limiter)
+    assert [row["status"] for row in out.written] == ["completed"] * 5
+    arrivals = sorted(r.received_at for r in scripted_server.records())
+    assert len(arrivals) == 5
+    assert max(sum(1 for u in arrivals if t <= u < t + period) for t in arrivals) <= 2
+
+
 def _ray_job_pids() -> list[int]:
     """Processes whose title says they are running a batch job right now (Ray sets `ray::run_job`)."""
     pids = []
