@@ -171,7 +171,7 @@ class RLM:
         self, trace: str | Path | None, on_event: Callable[[Event], None] | None
     ) -> Iterator[tuple[EventLog, Budget, ModelGateway]]:
         """What one run owns: its events (and trace file), its tree-wide budget and its gateway."""
-        from rlm.models.build import build_gateway
+        from rlm.models.build import build_gateway, timeouts_of
         from rlm.models.preflight import check_routes
         from rlm.models.workers import CallWorkers
         from rlm.scheduler import ModelLimits, Scheduler
@@ -189,7 +189,7 @@ class RLM:
             default=default,
             per_model={model: replace(default, **table) for model, table in (s.model_limits or {}).items()},
         )
-        workers = CallWorkers(s.call_workers) if s.call_workers else None
+        workers = CallWorkers(s.call_workers, timeouts_of(s)) if s.call_workers else None
         try:
             gateway = build_gateway(
                 s, budget=budget, scheduler=scheduler, events=events, policy=self.router, workers=workers

@@ -67,7 +67,7 @@ class Turn:
     text: str = ""
     cells: list[tuple[str, str]] = field(default_factory=list)  # (code, output) for the next user turn
     answer: str | None = None
-    interruption: str | None = None
+    broken: StreamInterrupted | None = None  # the stream broke after text had arrived
 
 
 @dataclass
@@ -117,15 +117,29 @@ class Node:
             self._emit("sandbox_layers", missing=repl.missing_layers)
         try:
             messages = prompts.first_messages(self.context.describe(), self.question, settings.after_block)
+            broken = 0  # streams in a row that broke after text had arrived
             for iteration in range(1, settings.max_iterations + 1):
                 self.turns = iteration
                 turn = await self._turn(messages, repl, iteration)
+                while turn.broken is not None and turn.answer is None:
+                    broken += 1
+                    if broken > 1:
+                        raise ProviderError(
+                            f"the reply broke off {broken} times in a row, giving up: {turn.broken}",
+                            model=turn.broken.model,
+                        ) from turn.broken
+                    if turn.cells:
+                        break  # code of it ran: the turn stands, cut after its last block
+                    self._emit("turn_retry", iteration=iteration, error=str(turn.broken))
+                    turn = await self._turn(messages, repl, iteration)  # nothing ran: asked again from the start
+                if turn.broken is None:
+                    broken = 0
                 if turn.answer is not None:
                     return self._finish(NodeResult(turn.answer, Status.COMPLETED, iteration))
                 messages.append({"role": "assistant", "content": turn.text})
                 cells = list(turn.cells)
-                if turn.interruption:
-                    cells.append(("# (your reply was cut off here)", turn.interruption))
+                if turn.broken is not None:
+                    cells.append(("# (your reply broke off here)", f"Provider error mid-reply: {turn.broken}"))
                 messages.append(prompts.next_turn(cells, self.question, settings.max_output_chars))
             if self.partial is None:
                 self.partial = await self._last_word(messages)
@@ -175,10 +189,12 @@ class Node:
                 for event in [*(held or []), *parser.finish()]:
                     ready.put_nowait(event)
             except StreamInterrupted as error:
-                turn.interruption = f"Provider error mid-reply: {error}"
+                # the blocks whose closing fence arrived (and ended its line) still run, in every mode;
+                # the text after them is dropped
+                turn.broken = error
                 self._emit("stream_interrupted", iteration=iteration, error=str(error))
-                for event in [*(held or []), *parser.finish()]:
-                    if isinstance(event, CodeBlock):  # only blocks whose fence did arrive are run
+                for event in held or []:
+                    if isinstance(event, CodeBlock):
                         ready.put_nowait(event)
             finally:
                 ready.put_nowait(None)
@@ -205,7 +221,8 @@ class Node:
             await asyncio.gather(producer, return_exceptions=True)
         if not producer.cancelled():
             producer.result()  # a provider failure that was not retried away ends the node here
-        cut = used_until if (turn.answer is not None or stop_after_block) and used_until else None
+        stops = turn.answer is not None or stop_after_block or turn.broken is not None
+        cut = used_until if stops and used_until else None
         turn.text = parser.text[:cut] if cut else parser.text
         self._emit("turn_end", iteration=iteration, text=turn.text, answered=turn.answer is not None)
         return turn

@@ -25,9 +25,9 @@ from rlm.models import provider
 from rlm.models.build import build_gateway
 from rlm.models.gateway import AutoTransport, ModelGateway, Transport
 from rlm.models.openai_compat import providers
-from rlm.models.openai_transport import OpenAITransport, Timeouts
+from rlm.models.openai_transport import OpenAITransport
 from rlm.models.pricing import SELF_NAMED, litellm, price, provider_of
-from rlm.models.provider import Endpoint
+from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
 from rlm.models.router import Routes
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import RetryPolicy, Scheduler
@@ -257,7 +257,7 @@ def test_the_transport_setting_and_call_workers(monkeypatch: pytest.MonkeyPatch)
     forced = build_gateway(
         resolve_settings(model="openai/x", api_base="http://127.0.0.1:9/v1", transport="litellm"), **parts
     )
-    assert forced._calls is provider
+    assert isinstance(forced._calls, LitellmTransport)
     auto = build_gateway(resolve_settings(model="openai/x", api_base="http://127.0.0.1:9/v1", idle_timeout=7), **parts)
     assert isinstance(auto._calls, AutoTransport) and auto._calls.native.timeouts.idle_s == 7
     workers = CallWorkers(2)  # not started: only who would make which call is looked at

@@ -11,8 +11,7 @@ from rlm.events import EventLog
 from rlm.models.cache import ResponseCache
 from rlm.models.gateway import ModelGateway, select_transport
 from rlm.models.local_only import LocalPolicy
-from rlm.models.openai_transport import Timeouts
-from rlm.models.provider import Endpoint
+from rlm.models.provider import Endpoint, Timeouts
 from rlm.models.router import RoutePolicy, Router, Routes
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import Scheduler
@@ -47,6 +46,11 @@ def open_cache(settings: Settings) -> ResponseCache | None:
     )
 
 
+def timeouts_of(settings: Settings) -> Timeouts:
+    """How long every provider call of the run waits, whichever transport makes it."""
+    return Timeouts(settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout)
+
+
 def build_gateway(
     settings: Settings,
     *,
@@ -68,7 +72,7 @@ def build_gateway(
         workers=workers,
         transport=select_transport(
             settings.transport,
-            Timeouts(settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout),
+            timeouts_of(settings),
             workers,
         ),
     )

@@ -11,7 +11,8 @@ cancels that run's calls. Zygote and workers exit when the host closes their con
 Channels carry length-prefixed pickles: both ends are this package, never code from a model (the
 sandbox's channel, which is, uses JSON).
 
-host -> worker: ("env", environ) first, then ("complete" | "stream", id, Endpoint, messages), ("cancel", id)
+host -> worker: ("env", environ) first, then ("complete" | "stream", id, Endpoint, messages, Timeouts),
+                ("cancel", id)
 worker -> host: ("ready", 0) once warm, then ("delta", id, text), ("done", id, Completion),
                 ("error", id, ProviderError, Completion | None)
 """
@@ -154,18 +155,22 @@ async def _serve(channel: socket.socket, warm: asyncio.Task[None]) -> None:
         if not writer.is_closing():
             writer.write(encode(message))
 
-    async def complete(call_id: int, endpoint: provider.Endpoint, messages: list[dict[str, Any]]) -> None:
+    async def complete(
+        call_id: int, endpoint: provider.Endpoint, messages: list[dict[str, Any]], timeouts: provider.Timeouts
+    ) -> None:
         try:
-            send(("done", call_id, await provider.complete(endpoint, messages)))
+            send(("done", call_id, await provider.complete(endpoint, messages, timeouts)))
         except ProviderError as error:
             send(("error", call_id, error, None))
         except Exception as error:  # reported to the host, never lost
             send(("error", call_id, _unexpected(endpoint, error), None))
 
-    async def stream(call_id: int, endpoint: provider.Endpoint, messages: list[dict[str, Any]]) -> None:
+    async def stream(
+        call_id: int, endpoint: provider.Endpoint, messages: list[dict[str, Any]], timeouts: provider.Timeouts
+    ) -> None:
         finished: list[Any] = []
         try:
-            async with contextlib.aclosing(provider.stream(endpoint, messages, finished.append)) as deltas:
+            async with contextlib.aclosing(provider.stream(endpoint, messages, finished.append, timeouts)) as deltas:
                 async for delta in deltas:
                     send(("delta", call_id, delta))
             send(("done", call_id, finished[0]))

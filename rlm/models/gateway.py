@@ -20,10 +20,10 @@ from rlm.events import EventLog
 from rlm.models import openai_transport, provider
 from rlm.models.cache import CachedReply, ResponseCache
 from rlm.models.local_only import LocalPolicy
-from rlm.models.openai_transport import OpenAITransport, Timeouts
+from rlm.models.openai_transport import OpenAITransport
 from rlm.models.pricing import provider_of, usage_of
 from rlm.models.prompt_cache import with_cache_hints
-from rlm.models.provider import Endpoint
+from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
 from rlm.models.router import Decision, Router, Routes
 from rlm.prompts import clip
 from rlm.scheduler import Scheduler
@@ -41,7 +41,7 @@ __all__ = ["AutoTransport", "ModelGateway", "Routes", "select_transport"]
 
 class Transport(Protocol):
     """Who makes a provider call: rlm's own OpenAI client (`OpenAITransport`), litellm in this process
-    (the `provider` module itself) or litellm in `CallWorkers`; `AutoTransport` picks per endpoint."""
+    (`LitellmTransport`) or litellm in `CallWorkers`; `AutoTransport` picks per endpoint."""
 
     async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion: ...
 
@@ -75,7 +75,7 @@ def select_transport(
 ) -> Transport:
     """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm).
     `litellm_calls` makes the litellm calls (call workers); default: litellm in this process."""
-    other = litellm_calls or provider
+    other = litellm_calls or LitellmTransport(timeouts)
     if mode == "litellm":
         return other
     if mode != "auto":

@@ -31,7 +31,7 @@ import aiohttp
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models.openai_compat import providers
 from rlm.models.pricing import provider_of, usage_of
-from rlm.models.provider import MISSING_KEY, TRANSIENT_STATUS, Endpoint, prompt_tokens
+from rlm.models.provider import MISSING_KEY, TRANSIENT_STATUS, Endpoint, Timeouts, Wait, prompt_tokens
 from rlm.tokens import count_tokens
 from rlm.types import Completion, Usage
 
@@ -54,17 +54,6 @@ CONTEXT_WINDOW = re.compile(
     r"|context window exceeded|current length is .* while limit is|maximum input length is .* tokens"
 )
 ERROR_BODY_BYTES = 64 << 10  # of an error response, enough for any provider's message
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds to wait: for the connection, for the reply to start (a slow local model may think for
-    minutes over a long prompt; a non-streamed reply starts when it is complete), and between two
-    pieces of a reply that has started. A wait that runs out is a transient error (retried)."""
-
-    connect_s: float = 30.0
-    first_byte_s: float = 600.0
-    idle_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +155,7 @@ class OpenAITransport:
             raise
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             response.close()
-            raise _network_error(exc, endpoint.model) from exc
+            raise _network_error(exc, endpoint.model, self.timeouts, "idle") from exc
         finally:
             response.release()
         if not isinstance(data, dict) or not data.get("choices"):
@@ -227,7 +216,9 @@ class OpenAITransport:
         except (aiohttp.ClientError, TimeoutError, ValueError, ProviderError) as exc:
             if done:
                 return  # the reply was whole; only the end of its body went wrong (the connection is closed below)
-            error = exc if isinstance(exc, ProviderError) else _network_error(exc, endpoint.model)
+            error = (
+                exc if isinstance(exc, ProviderError) else _network_error(exc, endpoint.model, self.timeouts, "idle")
+            )
             if parts:
                 raise StreamInterrupted(str(error), partial_text="".join(parts), model=endpoint.model) from exc
             raise error from exc
@@ -268,7 +259,7 @@ class OpenAITransport:
                 where.base + "/chat/completions", data=json.dumps(body).encode(), headers=headers, proxy=proxy
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _network_error(exc, endpoint.model) from exc
+            raise _network_error(exc, endpoint.model, self.timeouts, "first_byte") from exc
         if response.status >= 400:
             try:
                 raw = await response.content.read(ERROR_BODY_BYTES)
@@ -366,8 +357,14 @@ def _body_error(data: Any, model: str) -> ProviderError:
     )
 
 
-def _network_error(exc: BaseException, model: str) -> ProviderError:
-    """A connection that failed, timed out or broke mid-reply: transient, like litellm's APIConnectionError."""
-    kind = "Timeout" if isinstance(exc, TimeoutError) else "APIConnectionError"
+def _network_error(exc: BaseException, model: str, timeouts: Timeouts, wait: Wait) -> ProviderError:
+    """A connection that failed, timed out or broke mid-reply: transient, like litellm's APIConnectionError.
+    A wait that ran out names its setting (`wait`, unless it was the connection's)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return timeouts.expired("connect", model)
+    if isinstance(exc, TimeoutError):
+        return timeouts.expired(wait, model)
+    if isinstance(exc, ValueError):  # a body or stream line that is not JSON
+        return ProviderError(f"{model}: APIError: the server sent malformed JSON: {exc}", model=model, transient=True)
     detail = str(exc) or type(exc).__name__
-    return ProviderError(f"{model}: {kind}: {detail}", model=model, transient=True)
+    return ProviderError(f"{model}: APIConnectionError: {detail}", model=model, transient=True)

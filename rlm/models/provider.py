@@ -8,12 +8,13 @@ its offline cost map, so `rlm --help` stays instant and nothing is fetched from 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models.pricing import litellm, usage_of
@@ -23,6 +24,29 @@ from rlm.types import Completion, Usage
 NO_KEY = "sk-no-key"
 MISSING_KEY = re.compile(r"missing credentials|api[_ ]key.*(not set|must be set|missing)|no api key", re.IGNORECASE)
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+T = TypeVar("T")
+Wait = Literal["connect", "first_byte", "idle"]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait: for the connection, for the reply to start (a slow local model may think for
+    minutes over a long prompt; a non-streamed reply starts when it is complete), and between two
+    pieces of a reply that has started. A wait that runs out is a transient error (retried)."""
+
+    connect_s: float = 30.0
+    first_byte_s: float = 600.0
+    idle_s: float = 120.0
+
+    def expired(self, wait: Wait, model: str) -> ProviderError:
+        """The error of a wait that ran out, naming the setting that bounds it."""
+        if wait == "connect":
+            what = f"no connection within {self.connect_s:g} s (connect_timeout)"
+        elif wait == "first_byte":
+            what = f"the reply did not start within {self.first_byte_s:g} s (first_byte_timeout)"
+        else:
+            what = f"the reply stalled: nothing arrived for {self.idle_s:g} s (idle_timeout)"
+        return ProviderError(f"{model}: Timeout: {what}", model=model, transient=True)
 
 
 @dataclass(frozen=True)
@@ -124,12 +148,65 @@ def _retry_after(exc: BaseException) -> float | None:
     return None
 
 
-async def complete(endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion:
-    started = time.monotonic()
+class LitellmTransport:
+    """The gateway's Transport through litellm in this process, with the run's timeouts."""
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
+
+    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion:
+        return await complete(endpoint, messages, self.timeouts)
+
+    def stream(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
+    ) -> AsyncIterator[str]:
+        return stream(endpoint, messages, on_done, self.timeouts)
+
+
+async def _within(awaitable: Awaitable[T], seconds: float, wait: Wait, timeouts: Timeouts, model: str) -> T:
+    """`awaitable`, or the transient error of `wait` once `seconds` pass without it. litellm's own
+    (httpx) timeouts only bound each socket read, so a stream that trickles or stalls needs this one."""
     try:
-        response = await litellm().acompletion(messages=messages, **endpoint.request_kwargs())
+        async with asyncio.timeout(seconds) as limit:
+            return await awaitable
+    except TimeoutError as exc:
+        if limit.expired():
+            raise timeouts.expired(wait, model) from exc
+        raise
+
+
+def _request(endpoint: Endpoint, messages: list[dict[str, Any]], timeouts: Timeouts, **extra: Any) -> Awaitable[Any]:
+    """litellm's request, its connection bounded by `connect_s` (httpx raises ConnectTimeout); the
+    waits for the reply are `_within`'s, which name their setting when they run out."""
+    import httpx
+
+    timeout = httpx.Timeout(None, connect=timeouts.connect_s)
+    return litellm().acompletion(messages=messages, timeout=timeout, **extra, **endpoint.request_kwargs())
+
+
+def _failure(exc: BaseException, model: str, timeouts: Timeouts) -> ProviderError:
+    """`classify`, but a connection that timed out says which setting bounds it."""
+    import httpx
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, httpx.ConnectTimeout):
+            return timeouts.expired("connect", model)
+        cause = cause.__cause__ or cause.__context__
+    return classify(exc, model)
+
+
+async def complete(endpoint: Endpoint, messages: list[dict[str, Any]], timeouts: Timeouts | None = None) -> Completion:
+    started = time.monotonic()
+    timeouts = timeouts or Timeouts()
+    try:
+        response = await _within(
+            _request(endpoint, messages, timeouts), timeouts.first_byte_s, "first_byte", timeouts, endpoint.model
+        )
+    except ProviderError:
+        raise
     except Exception as exc:
-        raise classify(exc, endpoint.model) from exc
+        raise _failure(exc, endpoint.model, timeouts) from exc
     choice = response.choices[0]
     text = choice.message.content or ""
     return Completion(
@@ -142,25 +219,38 @@ async def complete(endpoint: Endpoint, messages: list[dict[str, Any]]) -> Comple
 
 
 async def stream(
-    endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
+    endpoint: Endpoint,
+    messages: list[dict[str, Any]],
+    on_done: Callable[[Completion], None],
+    timeouts: Timeouts | None = None,
 ) -> AsyncIterator[str]:
     """Yield text deltas. `on_done` gets the whole Completion when the stream ends or is cancelled,
-    so tokens that were generated are accounted for even when the consumer stops early."""
+    so tokens that were generated are accounted for even when the consumer stops early. The reply
+    must start within `first_byte_s` and each later chunk arrive within `idle_s` of the one before."""
     started = time.monotonic()
+    timeouts = timeouts or Timeouts()
     parts: list[str] = []
     reported: Any = None
     finish: str | None = None
     try:
-        response = await litellm().acompletion(
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            **endpoint.request_kwargs(),
+        response = await _within(
+            _request(endpoint, messages, timeouts, stream=True, stream_options={"include_usage": True}),
+            timeouts.first_byte_s,
+            "first_byte",
+            timeouts,
+            endpoint.model,
         )
+    except ProviderError:
+        raise
     except Exception as exc:
-        raise classify(exc, endpoint.model) from exc
+        raise _failure(exc, endpoint.model, timeouts) from exc
+    chunks = aiter(response)
     try:
-        async for chunk in response:
+        while True:
+            try:
+                chunk = await _within(anext(chunks), timeouts.idle_s, "idle", timeouts, endpoint.model)
+            except StopAsyncIteration:
+                break
             reported = getattr(chunk, "usage", None) or reported
             if chunk.choices:
                 finish = getattr(chunk.choices[0], "finish_reason", None) or finish
@@ -169,7 +259,7 @@ async def stream(
                     parts.append(delta)
                     yield delta
     except Exception as exc:
-        error = classify(exc, endpoint.model)
+        error = _failure(exc, endpoint.model, timeouts)
         if parts:
             raise StreamInterrupted(str(error), partial_text="".join(parts), model=endpoint.model) from exc
         raise error from exc

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models import provider
 from rlm.models.call_worker import encode, read_message, zygote_command
-from rlm.models.provider import Endpoint
+from rlm.models.provider import Endpoint, Timeouts
 from rlm.types import Completion
 
 WorkerReply = tuple[str, list[Any]]  # ("delta" | "done" | "error", payload)
@@ -182,10 +182,12 @@ class _Link:
 class CallWorkers:
     """One run's channels to `count` of this process's call workers (see the module docstring). Start
     with `start()` inside the run's loop; `close()` at its end. `served` counts the calls handed to a
-    worker, `in_process` those made here because no worker was connected yet."""
+    worker, `in_process` those made here because no worker was connected yet. Every call, here or in
+    a worker, waits at most as long as `timeouts` allow."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, timeouts: Timeouts | None = None) -> None:
         self.count = count
+        self.timeouts = timeouts or Timeouts()
         self.served = 0
         self.in_process = 0
         self.start_error: str | None = None
@@ -240,9 +242,9 @@ class CallWorkers:
         link = self._pick()
         if link is None:
             self.in_process += 1
-            return await provider.complete(endpoint, messages)
+            return await provider.complete(endpoint, messages, self.timeouts)
         call_id = next(self._ids)
-        replies = link.send(call_id, ("complete", endpoint, messages))
+        replies = link.send(call_id, ("complete", endpoint, messages, self.timeouts))
         self.served += 1
         try:
             kind, payload = await replies.get()
@@ -263,13 +265,13 @@ class CallWorkers:
         link = self._pick()
         if link is None:
             self.in_process += 1
-            async with contextlib.aclosing(provider.stream(endpoint, messages, on_done)) as deltas:
+            async with contextlib.aclosing(provider.stream(endpoint, messages, on_done, self.timeouts)) as deltas:
                 async for delta in deltas:
                     yield delta
             return
         started = time.monotonic()
         call_id = next(self._ids)
-        replies = link.send(call_id, ("stream", endpoint, messages))
+        replies = link.send(call_id, ("stream", endpoint, messages, self.timeouts))
         self.served += 1
         parts: list[str] = []
         settled = False

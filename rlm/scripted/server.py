@@ -61,7 +61,32 @@ class Drop:
     tps: float | None = None
 
 
-Action = Reply | Fault | Drop
+@dataclass(frozen=True)
+class Stall:
+    """A reply that stops coming with the connection left open, until the client gives up: a stream
+    sends its headers and `text[:after_chars]` (0: only the opening role chunk), then nothing; a
+    non-streamed reply sends nothing at all (not even its headers)."""
+
+    text: str = ""
+    after_chars: int = 0
+    ttft: float | None = None
+    tps: float | None = None
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """A 200 reply that breaks the protocol: a stream sends `text[:after_chars]`, then `line` as an SSE
+    data line, then the rest of `text` and a normal end; a non-streamed reply is a whole HTTP body
+    holding the first half of its JSON."""
+
+    text: str
+    after_chars: int = 0
+    line: str = '{"choices": [{"index": 0, "delta": {"content": "unterminated'
+    ttft: float | None = None
+    tps: float | None = None
+
+
+Action = Reply | Fault | Drop | Stall | Garbage
 
 
 @dataclass(frozen=True)
@@ -126,6 +151,8 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
 }
 
+
+STALL_S = 3600.0  # how long a Stall holds its connection when the client never gives up
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
@@ -401,11 +428,11 @@ class ScriptedServer(_Loopback):
             )
         if isinstance(item, str):
             return Reply(item)
-        if isinstance(item, Reply | Fault | Drop):
+        if isinstance(item, Reply | Fault | Drop | Stall | Garbage):
             return item
         raise _ScriptError(
             500,
-            f"script for model {record.model} gave {item!r}; expected str, Reply, Fault or Drop",
+            f"script for model {record.model} gave {item!r}; expected str, Reply, Fault, Drop, Stall or Garbage",
             kind="server_error",
         )
 
@@ -449,14 +476,14 @@ class ScriptedServer(_Loopback):
         self,
         request: web.Request,
         body: dict[str, Any],
-        action: Reply | Drop,
+        action: Reply | Drop | Stall | Garbage,
         record: RequestRecord,
         ttft: float,
         tps: float | None,
     ) -> web.StreamResponse:
         await asyncio.sleep(ttft)
-        dropping = isinstance(action, Drop)
-        text = action.text[: action.after_chars] if isinstance(action, Drop) else action.text
+        cut = not isinstance(action, Reply)
+        text = action.text[: action.after_chars] if cut else action.text
         pieces = _pieces(text)
         created = int(record.received_at)
 
@@ -483,12 +510,19 @@ class ScriptedServer(_Loopback):
             for i, piece in enumerate(pieces):
                 await asyncio.sleep(max(0.0, start + i / tps - time.monotonic()))
                 await self._send(request, response, record, chunk({"content": piece}, None), [piece])
-        if dropping:
+        if isinstance(action, Drop):
             await self._abort(request)
             self._finish(record, "dropped")
             return response
-        assert isinstance(action, Reply)
-        tail = chunk({}, action.finish_reason)
+        if isinstance(action, Stall):
+            await asyncio.sleep(STALL_S)  # a client that gives up cancels this handler
+            self._finish(record, "completed")
+            return response
+        if isinstance(action, Garbage):
+            await self._send(request, response, record, _sse(action.line))
+            rest = _pieces(action.text[action.after_chars :])
+            await self._send(request, response, record, b"".join(chunk({"content": p}, None) for p in rest), rest)
+        tail = chunk({}, action.finish_reason if isinstance(action, Reply) else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = self._usage(record, len(encoding().encode(action.text, disallowed_special=())))
             tail += _sse(
@@ -539,12 +573,16 @@ class ScriptedServer(_Loopback):
         self,
         request: web.Request,
         body: dict[str, Any],
-        action: Reply | Drop,
+        action: Reply | Drop | Stall | Garbage,
         record: RequestRecord,
         ttft: float,
         tps: float | None,
     ) -> web.StreamResponse:
         """A non-streaming reply arrives whole, after the time the stream would have taken."""
+        if isinstance(action, Stall):
+            await asyncio.sleep(ttft + STALL_S)  # a client that gives up cancels this handler
+            self._finish(record, "completed")
+            return web.Response(status=504)
         n_tokens = len(encoding().encode(action.text, disallowed_special=()))
         await asyncio.sleep(ttft + (n_tokens / tps if tps else 0.0))
         finish = action.finish_reason if isinstance(action, Reply) else "stop"
@@ -566,6 +604,13 @@ class ScriptedServer(_Loopback):
             },
             ensure_ascii=False,
         ).encode()
+        if isinstance(action, Garbage):
+            response = web.Response(body=payload[: len(payload) // 2], content_type="application/json")
+            await response.prepare(request)
+            record.sent_text = action.text
+            self._finish(record, "completed")
+            await response.write_eof()
+            return response
         if isinstance(action, Drop):
             # Promise the whole body, send its first half, then cut: the client sees a broken body.
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
