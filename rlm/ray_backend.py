@@ -39,8 +39,8 @@ def connect(address: str | None, num_cpus: int) -> Any:
     ('auto', 'ray://host:10001', 'host:6379'). Already connected: kept as it is."""
     ray = import_ray()
     if not ray.is_initialized():
-        if address in (None, "", "local"):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        if address in (None, "", "local"):  # "local": a new instance even when RAY_ADDRESS is set
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         else:
             try:
                 ray.init(address=address, log_to_driver=False)

@@ -363,3 +363,12 @@ def test_batch_joins_a_cluster_by_address(
     rows = read_results(out)
     assert {i: r["answer"] for i, r in rows.items()} == {"file": "12", "1": "1", "bad": None}
     assert f"batch on Ray ({address})" in done.stderr
+    # --ray auto finds the cluster through RAY_ADDRESS, as `ray start` tells drivers to
+    auto = [*command[:6], str(tmp_path / "auto.jsonl"), "--ray", "auto", *command[9:]]
+    done = subprocess.run(auto, capture_output=True, text=True, env=env | {"RAY_ADDRESS": address}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {i: r["answer"] for i, r in read_results(tmp_path / "auto.jsonl").items()} == {
+        "file": "12",
+        "1": "1",
+        "bad": None,
+    }
