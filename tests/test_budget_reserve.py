@@ -170,3 +170,34 @@ def test_a_call_that_cannot_fit_is_not_sent(scripted_server: ScriptedServer) -> 
         asyncio.run(gateway_for(scripted_server, budget).complete([{"role": "user", "content": "q"}], SUB))
     assert scripted_server.records() == [] and budget.tripped is not None
     assert budget.tripped.status is Status.MAX_TOKENS
+
+
+def test_a_fan_out_stopped_at_the_cost_limit_ends_cleanly_and_keeps_what_it_had(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    """A first turn sets a draft answer; the second fans out 40 sub-calls and the cost limit stops it
+    midway. The run ends with max_cost (exit 3), the draft as its partial answer, nothing spent past
+    the limit, no request left hanging at the server, and every sub-reply that was served in the trace."""
+    draft = '```repl\nanswer["content"] = "draft: the items look alike"\n```'
+    scripted_server.script("gpt-4o-mini", [draft, FAN_CELL])
+    scripted_server.script("gpt-4o", lambda request: Reply(SUB_REPLY, ttft=0.02))
+    context = tmp_path / "context.txt"
+    context.write_text("some text")
+    trace = tmp_path / "trace.jsonl"
+    args = ["query", "--context", str(context), "--model", "openai/gpt-4o-mini", "--sub-model", "openai/gpt-4o"]
+    args += ["--api-base", scripted_server.base_url, "--api-key", "sk-local", "--no-cache", "--json"]
+    args += ["--sandbox", "inprocess", "--max-cost", "0.01", "--max-completion-tokens", "100"]
+    args += ["--trace", str(trace), "q"]
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 3 and "Traceback" not in run.output, run.output
+    report, _ = json.JSONDecoder().raw_decode(run.stdout, run.stdout.index("{"))
+    assert report["status"] == Status.MAX_COST.value and report["answer"] == "draft: the items look alike"
+    records = scripted_server.settled_records()
+    assert report["usage"]["cost_usd"] <= 0.01 and billed(records)[1] <= 0.01
+    assert all(r.outcome in ("completed", "disconnected") for r in records)
+    served = [r for r in records if r.model == "gpt-4o" and r.outcome == "completed"]
+    assert 1 <= len(served) < FAN_OUT
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    replies = [e["response"] for e in events if e["type"] == "model_call" and e["role"] == "sub"]
+    assert 1 <= len(replies) <= len(served) and set(replies) == {SUB_REPLY}
+    assert events[-1]["type"] == "run_end" and events[-1]["answer"] == "draft: the items look alike"

@@ -159,6 +159,30 @@ def test_a_server_that_is_gone_is_a_transient_connection_error(name: str) -> Non
             assert "Connect" in str(caught.value)
 
 
+@contextlib.contextmanager
+def unanswering_server() -> Iterator[str]:
+    """The base URL of a port whose listen queue is full: the kernel drops new connection attempts,
+    so a client waits on its connect like on a host that does not answer."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        with socket.create_connection(sock.getsockname()):  # fills the queue (nobody accepts)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+def test_a_connection_never_accepted_ends_at_the_connect_timeout(name: str) -> None:
+    with unanswering_server() as base:
+        end = Endpoint("openai/t", base, "sk-local")
+        quick = Timeouts(connect_s=0.5, first_byte_s=30, idle_s=30)
+        for call in (
+            lambda: TRANSPORTS[name](quick).complete(end, ASK),
+            lambda: streamed(TRANSPORTS[name](quick), end),
+        ):
+            with pytest.raises(ProviderError, match=r"no connection within 0\.5 s \(connect_timeout\)") as caught:
+                asyncio.run(call())
+            assert caught.value.transient
+
+
 # --- the gateway: what is retried, what is given up -------------------------------------------------
 
 
