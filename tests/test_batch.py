@@ -304,6 +304,47 @@ def test_batch_cost_budget_holds_across_ray_workers(
     _cost_budget_sweep(scripted_server, tmp_path, "local")
 
 
+def test_ctrl_c_on_the_driver_cancels_the_ray_jobs_and_keeps_the_finished_rows(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    """`rlm batch --ray` (its own embedded Ray, in a subprocess): two jobs finish, two hang at the
+    server; Ctrl-C ends the batch with exit 130, keeps the two rows, and the hanging calls are closed."""
+    if RAY_MISSING:
+        pytest.skip("Ray is not installed (pip install 'rlm-stream[ray]')")
+
+    def policy(request: ChatRequest) -> Reply:
+        if "hang" in json.dumps(request.messages):
+            return Reply("```repl\nFINAL('late')\n```", ttft=300)
+        return Reply("```repl\nFINAL(len(context))\n```")
+
+    scripted_server.script("root", policy)
+    lines = [{"id": f"hang{i}", "question": "hang", "context": "x"} for i in range(2)]
+    lines += [{"id": f"quick{i}", "question": "quick", "context": "x" * (i + 1)} for i in range(2)]
+    jobs, out = tmp_path / "jobs.jsonl", tmp_path / "r.jsonl"
+    jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    command = [sys.executable, "-m", "rlm", "batch", str(jobs), "--out", str(out), "--ray", "--concurrency", "4"]
+    command += ["--model", "openai/root", "--api-base", scripted_server.base_url, "--api-key", "x"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+    def hung() -> list[Any]:
+        return [r for r in scripted_server.records() if "hang" in json.dumps(r.messages)]
+
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        in_progress = lambda: [r for r in hung() if r.outcome == "in_progress"]  # noqa: E731
+        _wait_until(lambda: out.is_file() and len(read_results(out)) == 2 and len(in_progress()) == 2)
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 130, stderr
+    assert "finished jobs are kept" in stderr
+    assert {i: r["answer"] for i, r in read_results(out).items()} == {"quick0": "1", "quick1": "2"}
+    _wait_until(lambda: all(r.outcome == "disconnected" for r in hung()))  # cancelled on the cluster
+
+
 def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
     from rlm.bench import run_bench
     from rlm.scripted.solvers import install
