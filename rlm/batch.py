@@ -28,7 +28,12 @@ from typing import Any
 from rlm.errors import ConfigError
 
 RETRY_STATUSES = frozenset({"error", "provider_error", "interrupted"})  # run again on resume
-BATCH_CALLS_SPENT = "the batch's limit of"  # runs cut by --batch-max-calls also run again on resume
+BATCH_CALLS_SPENT = "the batch's limit of"  # runs cut by the batch's budgets also run again on resume
+
+
+def limit_prefix(scope: str) -> str:
+    """How the error of a run cut by a whole batch's (or bench sweep's) budget begins."""
+    return f"the {scope}'s limit of"
 
 
 @dataclass(frozen=True)
@@ -159,9 +164,11 @@ class SweepLimiter:
         period: float = 60.0,
         max_calls: int | None = None,
         tpm: int | None = None,
+        scope: str = "batch",
     ) -> None:
         self.max_in_flight = max_in_flight
         self.max_calls = max_calls
+        self.scope = scope  # named in the error of a run cut by max_calls
         self.rpm = rpm
         self.tpm = tpm
         self.period = period
@@ -201,7 +208,7 @@ class SweepLimiter:
         counted = tokens() if self.tpm is not None and tokens is not None else 0
         ticket = await self.try_acquire(model, uuid.uuid4().hex, counted)
         if ticket is None:
-            raise calls_spent(self.max_calls)
+            raise calls_spent(self.max_calls, self.scope)
         return ticket
 
     async def try_acquire(self, model: str, ticket: str, tokens: int = 0) -> str | None:
@@ -237,19 +244,23 @@ class SweepLimiter:
         return {"grants": self.grants, "peak_in_flight": self.peak_in_flight}
 
 
-def calls_spent(max_calls: int | None) -> Exception:
+def calls_spent(max_calls: int | None, scope: str = "batch") -> Exception:
     from rlm.errors import BudgetExceeded
     from rlm.types import Status
 
-    return BudgetExceeded(Status.MAX_CALLS, f"{BATCH_CALLS_SPENT} {max_calls:,} model calls was reached")
+    return BudgetExceeded(Status.MAX_CALLS, f"{limit_prefix(scope)} {max_calls:,} model calls was reached")
 
 
-def batch_limiter(options: dict[str, Any], max_calls: int | None = None, period: float = 60.0) -> SweepLimiter | None:
+def batch_limiter(
+    options: dict[str, Any], max_calls: int | None = None, period: float = 60.0, scope: str = "batch"
+) -> SweepLimiter | None:
     """The batch-wide limiter --rpm / --tpm / --max-in-flight / --batch-max-calls ask for (None: none)."""
     rpm, tpm, in_flight = options.get("rpm"), options.get("tpm"), options.get("max_in_flight")
     if not (rpm or tpm or in_flight or max_calls is not None):
         return None
-    return SweepLimiter(max_in_flight=in_flight, rpm=rpm, period=period, max_calls=max_calls, tpm=tpm)
+    if max_calls is not None and max_calls < 1:
+        raise ConfigError(f"--{scope}-max-calls must be at least 1")
+    return SweepLimiter(max_in_flight=in_flight, rpm=rpm, period=period, max_calls=max_calls, tpm=tpm, scope=scope)
 
 
 class CostGate:
@@ -265,18 +276,21 @@ class CostGate:
     A Ray worker that dies takes its spending so far with it: the retried job settles only what its
     last attempt spent."""
 
-    def __init__(self, budget: float, run_cap: float) -> None:
+    def __init__(self, budget: float, run_cap: float, scope: str = "batch") -> None:
         if budget <= 0:
-            raise ConfigError("--batch-max-cost must be positive")
+            raise ConfigError(f"--{scope}-max-cost must be positive")
         self.budget, self.run_cap = budget, min(run_cap, budget)
+        self.scope = scope  # "batch", or "sweep" for rlm bench: named in the error of a cut run
         self.spent = 0.0
         self.lent = 0.0
 
     @classmethod
-    def for_batch(cls, budget: float | None, run_max_cost: float | None, concurrency: int) -> CostGate | None:
+    def for_batch(
+        cls, budget: float | None, run_max_cost: float | None, concurrency: int, scope: str = "batch"
+    ) -> CostGate | None:
         if budget is None:
             return None
-        return cls(budget, run_max_cost if run_max_cost is not None else budget / max(1, concurrency))
+        return cls(budget, run_max_cost if run_max_cost is not None else budget / max(1, concurrency), scope)
 
     def lend(self) -> float | None:
         """The next job's loan; 0.0 when it must wait for a running job to settle; None when spent."""
@@ -292,21 +306,30 @@ class CostGate:
         self.lent += loan
         return loan
 
-    def settle(self, loan: float, row: dict[str, Any], run_max_cost: float | None) -> dict[str, Any]:
-        """Count what the job spent; a run cut by a loan below its own cap is the batch's doing."""
+    def settle(
+        self, loan: float, cost_usd: float, status: str, error: str | None, run_max_cost: float | None
+    ) -> str | None:
+        """Count what the job spent; returns its error, naming this budget when the loan, below the
+        run's own cap, is what cut it."""
         self.lent -= loan
-        self.spent += float(row.get("cost_usd") or 0.0)
+        self.spent += cost_usd
         own_cap = float("inf") if run_max_cost is None else run_max_cost
-        if row.get("status") == "max_cost" and loan < own_cap:
-            return row | {
-                "error": f"{BATCH_CALLS_SPENT} ${self.budget:g} in all left this job ${loan:.4g}: {row['error']}"
-            }
-        return row
+        if status == "max_cost" and loan < own_cap:
+            return f"{limit_prefix(self.scope)} ${self.budget:g} in all left this job ${loan:.4g}: {error}"
+        return error
+
+    def settle_row(self, loan: float, row: dict[str, Any], run_max_cost: float | None) -> dict[str, Any]:
+        error = self.settle(
+            loan, float(row.get("cost_usd") or 0.0), row.get("status", ""), row.get("error"), run_max_cost
+        )
+        return row | {"error": error}
+
+    def spent_error(self) -> str:
+        """The error of a job the budget could not start."""
+        return f"{limit_prefix(self.scope)} ${self.budget:g} in all was spent (${self.spent:.4f}) before this started"
 
     def spent_row(self, job: Job) -> dict[str, Any]:
-        """The row of a job the budget could not start."""
-        error = f"{BATCH_CALLS_SPENT} ${self.budget:g} in all was spent (${self.spent:.4f}) before this job started"
-        return failed_row(job, error) | {"status": "max_cost"}
+        return failed_row(job, self.spent_error()) | {"status": "max_cost"}
 
 
 def _retry(row: dict[str, Any]) -> bool:
@@ -364,7 +387,7 @@ async def arun_local(
         try:
             row = await arun_job(job, RLM(**(options | {"max_cost": loan})))
         finally:
-            row = costs.settle(loan, row, run_cap)
+            row = costs.settle_row(loan, row, run_cap)
             settled.set()
             settled = asyncio.Event()
         return row

@@ -66,7 +66,7 @@ class ActorLimiter:
             self.actor.release.remote(model, ticket)  # abandons the grant, whether or not it was made
             raise
         if granted is None:
-            raise calls_spent(await self.actor.max_calls.remote())
+            raise calls_spent(*await self.actor.calls_limit.remote())
         return ticket
 
     async def release(self, model: str, ticket: object) -> None:
@@ -92,18 +92,14 @@ def _remote() -> tuple[Any, Any]:
 
     @ray.remote(num_cpus=0)
     class LimiterActor:
-        def __init__(
-            self, max_in_flight: int | None, rpm: int | None, period: float, max_calls: int | None, tpm: int | None
-        ) -> None:
-            self.limiter = SweepLimiter(
-                max_in_flight=max_in_flight, rpm=rpm, period=period, max_calls=max_calls, tpm=tpm
-            )
+        def __init__(self, limits: dict[str, Any]) -> None:
+            self.limiter = SweepLimiter(**limits)
 
         async def try_acquire(self, model: str, ticket: str, tokens: int = 0) -> str | None:
             return await self.limiter.try_acquire(model, ticket, tokens)
 
-        async def max_calls(self) -> int | None:
-            return self.limiter.max_calls
+        async def calls_limit(self) -> tuple[int | None, str]:
+            return self.limiter.max_calls, self.limiter.scope
 
         async def release(self, model: str, ticket: str) -> None:
             await self.limiter.release(model, ticket)
@@ -114,13 +110,16 @@ def _remote() -> tuple[Any, Any]:
     return run_job, LimiterActor
 
 
-def start_limiter(options: dict[str, Any], period: float = 60.0, max_calls: int | None = None) -> Any:
+def start_limiter(
+    options: dict[str, Any], period: float = 60.0, max_calls: int | None = None, scope: str = "batch"
+) -> Any:
     """The cluster-wide limiter actor for --rpm / --tpm / --max-in-flight / --batch-max-calls (None: none)."""
-    local = batch_limiter(options, max_calls, period)
+    local = batch_limiter(options, max_calls, period, scope)
     if local is None:
         return None
     _, actor_class = _remote()
-    return actor_class.remote(local.max_in_flight, local.rpm, local.period, local.max_calls, local.tpm)
+    limits = {"max_in_flight": local.max_in_flight, "rpm": local.rpm, "tpm": local.tpm, "period": local.period}
+    return actor_class.remote(limits | {"max_calls": local.max_calls, "scope": local.scope})
 
 
 def run_on_ray(
@@ -171,7 +170,7 @@ def run_on_ray(
                 except ray.exceptions.RayError as exc:  # raised in the job past its own handling, or lost
                     row = failed_row(job, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}")
                 if costs is not None and loan is not None:
-                    row = costs.settle(loan, row, run_cap)
+                    row = costs.settle_row(loan, row, run_cap)
                 out.write(row)
                 if on_row:
                     on_row(row)
