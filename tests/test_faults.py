@@ -138,6 +138,16 @@ def test_each_fault_ends_a_whole_reply_with_a_transient_error(
         assert (caught.value.status_code, caught.value.retry_after) == (action.status, action.retry_after)
 
 
+def test_a_slow_reply_that_keeps_coming_is_not_cut(scripted_server: ScriptedServer, name: str) -> None:
+    """Timeouts bound the waits, not the reply: one that starts late and trickles, each wait under
+    its bound, arrives whole."""
+    slow = "one two three four five six"
+    scripted_server.script("t", [Reply(slow, ttft=0.8, tps=4), Reply(slow, ttft=0.8)])
+    patient = TRANSPORTS[name](Timeouts(connect_s=5, first_byte_s=3, idle_s=0.5))
+    assert asyncio.run(streamed(patient, endpoint(scripted_server))).text == slow
+    assert asyncio.run(patient.complete(endpoint(scripted_server), ASK)).text == slow
+
+
 @contextlib.contextmanager
 def gone_server() -> Iterator[str]:
     """The base URL of a port nothing listens on (bound, never listening: connections are refused)."""
@@ -222,6 +232,24 @@ def test_whole_replies_are_retried_too(scripted_server: ScriptedServer, name: st
     models = gateway(scripted_server, name)
     assert asyncio.run(models.complete(ASK, CallOrigin((), Role.SUB))).text == TEXT
     assert len(errors_of(models)) == 3
+
+
+def test_a_429_storm_is_waited_out(scripted_server: ScriptedServer, name: str) -> None:
+    """16 calls at once, each first told 429 with Retry-After: every one waits at least that long,
+    then gets its reply."""
+    scripted_server.script(
+        "t", lambda request: Fault(429, "slow down", retry_after=0.2) if request.index < 16 else TEXT
+    )
+    models = gateway(scripted_server, name)
+
+    async def scenario() -> list[Completion]:
+        return await asyncio.gather(
+            *(models.complete([{"role": "user", "content": f"q{i}"}], CallOrigin((), Role.SUB)) for i in range(16))
+        )
+
+    assert [c.text for c in asyncio.run(scenario())] == [TEXT] * 16
+    assert len(scripted_server.records("t")) == 32
+    assert len(errors_of(models)) == 16 and all(e["retry_in_s"] >= 0.2 for e in errors_of(models))
 
 
 def test_a_burst_of_500_longer_than_the_retries_ends_the_call(scripted_server: ScriptedServer, name: str) -> None:
