@@ -115,6 +115,16 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "litellm: every call through litellm.",
         ),
         click.option(
+            "--first-byte-timeout",
+            type=float,
+            help="Seconds a call waits for its reply to start before it is retried (default 600).",
+        ),
+        click.option(
+            "--idle-timeout",
+            type=float,
+            help="Seconds a call waits between two pieces of a reply before it is retried (default 120).",
+        ),
+        click.option(
             "--after-block",
             type=click.Choice(["stop", "continue", "wait"]),
             help="At a closed block: end the reply and run it (stop, default), run it while the reply "
@@ -349,16 +359,26 @@ def demo(lines: int, tps: float, trace: str | None, quiet: bool) -> None:
     metavar="[ADDRESS]",
     help="Run the tasks on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
 )
+@click.option("--sweep-max-calls", type=int, help="Model calls for the whole sweep (tasks it cuts run on a re-run).")
+@click.option(
+    "--sweep-max-cost",
+    type=float,
+    metavar="USD",
+    help="Cost limit of the whole sweep: each task runs with part of what is left as its --max-cost "
+    "(an even share per task running at once, unless --max-cost is set).",
+)
 @_engine_options
 def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     """Run a benchmark SUITE (oolong, oolong-spam, oolong-pairs, sniah, sniah-80k, or a JSONL file).
 
-    Engine options apply to each task's run (--timeout and --max-cost are per task)."""
+    Engine options apply to each task's run (--timeout and --max-cost are per task); --rpm, --tpm and
+    --max-in-flight hold across the whole sweep."""
     from rlm.bench import run_bench
     from rlm.config import resolve_settings
     from rlm.errors import ConfigError, ContextError, ProviderError
 
-    sweep = {k: options.pop(k) for k in ("method", "n", "length", "concurrency", "out_dir", "seed", "ray_address")}
+    sweep_keys = ("method", "n", "length", "concurrency", "out_dir", "seed", "ray_address")
+    sweep = {k: options.pop(k) for k in (*sweep_keys, "sweep_max_calls", "sweep_max_cost")}
     try:
         engine = _settings(fallbacks, options)
         settings = resolve_settings(model=engine.pop("model", None), sub_model=engine.pop("sub_model", None))

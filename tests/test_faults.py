@@ -360,6 +360,17 @@ def test_a_provider_that_keeps_breaking_streams_ends_the_run_early(
     assert ends[-1]["status"] == "provider_error" and ends[-1]["answer"] == "17 and 42 so far"
 
 
+def test_the_cli_takes_the_timeouts_as_flags(scripted_server: ScriptedServer, name: str, tmp_path: Path) -> None:
+    scripted_server.script("test-root", lambda request: Reply(REPLY, ttft=30))
+    context = tmp_path / "context.txt"
+    context.write_text("some text")
+    args = ["query", "--context", str(context), "--model", "openai/test-root", "--api-base", scripted_server.base_url]
+    args += ["--api-key", "sk-local", "--no-cache", "--sandbox", "inprocess", "--transport", SETTING[name]]
+    args += ["--first-byte-timeout", "0.5", "--idle-timeout", "0.5", "q"]
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == EXIT_PROVIDER and "within 0.5 s (first_byte_timeout)" in run.output
+
+
 def test_a_stalled_stream_ends_the_run_without_a_time_limit(scripted_server: ScriptedServer, name: str) -> None:
     """No --timeout: the idle timeout alone ends a server that stops sending mid-reply for good."""
     scripted_server.script("test-root", lambda request: Stall(REPLY, after_chars=25))
