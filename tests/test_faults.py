@@ -27,6 +27,7 @@ from rlm.models.gateway import ModelGateway, Transport
 from rlm.models.openai_transport import OpenAITransport
 from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
 from rlm.models.router import Routes
+from rlm.models.workers import CallWorkers
 from rlm.scheduler import RetryPolicy, Scheduler
 from rlm.scripted import Drop, Fault, Garbage, Reply, ScriptedServer, Stall
 from rlm.scripted.server import Action
@@ -146,6 +147,27 @@ def test_a_slow_reply_that_keeps_coming_is_not_cut(scripted_server: ScriptedServ
     patient = TRANSPORTS[name](Timeouts(connect_s=5, first_byte_s=3, idle_s=0.5))
     assert asyncio.run(streamed(patient, endpoint(scripted_server))).text == slow
     assert asyncio.run(patient.complete(endpoint(scripted_server), ASK)).text == slow
+
+
+def test_call_workers_hold_the_same_timeouts(scripted_server: ScriptedServer) -> None:
+    """litellm's calls made in call worker processes wait no longer than those made here."""
+    scripted_server.script("t", [Stall(TEXT, after_chars=20), Reply(TEXT, ttft=30)])
+
+    async def scenario() -> None:
+        workers = CallWorkers(1, QUICK)
+        workers.start()
+        try:
+            assert await workers.wait_ready(60) == 1
+            with pytest.raises(StreamInterrupted, match="idle_timeout") as stalled:
+                await streamed(workers, endpoint(scripted_server))
+            assert stalled.value.partial_text == TEXT[: len(stalled.value.partial_text)] != ""
+            with pytest.raises(ProviderError, match="first_byte_timeout"):
+                await workers.complete(endpoint(scripted_server), ASK)
+            assert workers.served == 2 and workers.in_process == 0
+        finally:
+            workers.close()
+
+    asyncio.run(scenario())
 
 
 @contextlib.contextmanager
