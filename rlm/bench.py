@@ -4,8 +4,10 @@ Each task writes `results/<id>.json` and `trajectories/<id>.jsonl` under the out
 the moment it finishes; a re-run skips tasks that already have a result, so an interrupted sweep
 resumes where it stopped (tasks that ended in a provider or harness error are run again). If the first
 tasks of a sweep all fail that way, the sweep stops with that error instead of failing every task (a
-wrong --api-base, model or key). The summary (score, cost, tokens, sub-calls, wall time per suite and length)
-is printed as a table and written as summary.csv, summary.json and summary.png.
+wrong --api-base, model or key). --sweep-max-calls and --sweep-max-cost bound the whole sweep (tasks
+they cut run again on a re-run), and --rpm / --tpm / --max-in-flight hold across all its tasks. The
+summary (score, cost, tokens, sub-calls, wall time per suite and length) is printed as a table and
+written as summary.csv, summary.json and summary.png.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,27 @@ from rlm.loop import run as run_loop
 ERROR_STATUS = "error"  # the harness could not get any answer
 RETRY_STATUSES = frozenset({ERROR_STATUS, "provider_error", "interrupted"})  # run again on resume
 FAIL_FAST = 3  # stop the sweep when this many first tasks (or all, if fewer) failed and none succeeded
+SWEEP = "sweep"  # names the sweep's own budgets in the error of a task they cut
+
+
+def _cut(result: TaskResult) -> bool:
+    """A task the sweep's budget (not its own) stopped: it runs again on resume."""
+    from rlm.batch import limit_prefix
+
+    return str(result.error).startswith(limit_prefix(SWEEP))
+
+
+def _to_redo(result: TaskResult) -> bool:
+    return result.status in RETRY_STATUSES or _cut(result)
+
+
+def _with_max_cost(rlm: Any, max_cost: float) -> Any:
+    """`rlm` with its own max_cost lowered to a loan of the sweep's budget."""
+    import copy
+
+    lowered = copy.copy(rlm)
+    lowered.settings = replace(rlm.settings, max_cost=max_cost)
+    return lowered
 
 
 class BenchAborted(ProviderError):
@@ -178,6 +201,8 @@ async def arun_bench(
     timeout: float | None = None,
     progress: bool = True,
     ray_address: str | None = None,
+    sweep_max_calls: int | None = None,
+    sweep_max_cost: float | None = None,
     **rlm_options: Any,
 ) -> list[TaskResult]:
     """Run (or resume) a sweep and return every task's result, including ones from earlier runs.
@@ -207,12 +232,21 @@ async def arun_bench(
         from rlm.ray_backend import bench_runner
 
         spec = (suite, n, size, seed)
-        on_ray = bench_runner(ray_address, concurrency, tasks=tasks, spec=spec, cfg=cfg, options=rlm_options, out=out)
+        on_ray = bench_runner(
+            ray_address,
+            concurrency,
+            tasks=tasks,
+            spec=spec,
+            cfg=cfg,
+            options=rlm_options,
+            out=out,
+            max_calls=sweep_max_calls,
+        )
 
     done: dict[str, TaskResult] = {}
     for task in tasks:
         prior = _load_result(out / "results" / f"{_safe(task.id)}.json")
-        if prior is not None and prior.status not in RETRY_STATUSES:
+        if prior is not None and not _to_redo(prior):
             done[task.id] = prior
     todo = [t for t in tasks if t.id not in done]
     gate = asyncio.Semaphore(concurrency)
@@ -241,14 +275,44 @@ async def arun_bench(
     abort: list[BenchAborted] = []
     workers: list[asyncio.Task[None]] = []
 
+    from rlm.batch import CostGate, batch_limiter
+    from rlm.scheduler import set_shared_limiter
+
+    costs = CostGate.for_batch(sweep_max_cost, rlm.settings.max_cost, concurrency, SWEEP)
+    settled = asyncio.Event()  # replaced at each settlement: wakes the tasks waiting for a loan
+    # on Ray the limiter is an actor (bench_runner); here one object that every task's runs consult
+    limiter = None if on_ray else batch_limiter(rlm_options, sweep_max_calls, scope=SWEEP)
+
+    async def with_loan(task: Any, costs: CostGate) -> TaskResult:
+        nonlocal settled
+        while (loan := costs.lend()) == 0.0:
+            await settled.wait()
+        if loan is None:
+            failed = failed_task(task_identity(task, cfg), costs.spent_error(), 0.0)
+            return replace(failed, status="max_cost")
+        result: TaskResult | None = None
+        try:
+            result = await (on_ray(task, loan) if on_ray else _run_one(task, cfg, _with_max_cost(rlm, loan), out))
+        finally:
+            spent, status, error = (result.cost_usd, result.status, result.error) if result else (0.0, "", None)
+            error = costs.settle(loan, spent, status, error, rlm.settings.max_cost)
+            settled.set()
+            settled = asyncio.Event()
+        return replace(result, error=error)
+
     async def worker(task: Any, bar_id: Any) -> None:
         nonlocal succeeded
         async with gate:
-            result = await (on_ray(task) if on_ray else _run_one(task, cfg, rlm, out))
+            if costs is None:
+                result = await (on_ray(task) if on_ray else _run_one(task, cfg, rlm, out))
+            else:
+                result = await with_loan(task, costs)
         _write_atomic(out / "results" / f"{_safe(task.id)}.json", json.dumps(asdict(result), indent=2))
         done[task.id] = result
         cost = sum(r.cost_usd for r in done.values())
         bar.update(bar_id, advance=1, score=mean_score(), cost=cost)
+        if _cut(result):
+            return  # the sweep's own budget, not a sign that the model or endpoint is wrong
         if result.status not in RETRY_STATUSES:
             succeeded += 1
             return
@@ -273,6 +337,7 @@ async def arun_bench(
             score=mean_score(),
             cost=sum(r.cost_usd for r in done.values()),
         )
+        previous = set_shared_limiter(limiter) if limiter is not None else None
         workers.extend(asyncio.ensure_future(worker(t, bar_id)) for t in todo)
         try:
             outcomes = await asyncio.gather(*workers, return_exceptions=True)
@@ -281,6 +346,9 @@ async def arun_bench(
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             outcomes = None
+        finally:
+            if limiter is not None:
+                set_shared_limiter(previous)
     results = [done[t.id] for t in tasks if t.id in done]
     if outcomes is None:
         if results:
@@ -294,12 +362,12 @@ async def arun_bench(
     for outcome in outcomes:  # a ConfigError (e.g. local-only refused the endpoint) or a harness bug
         if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
             raise outcome
-    retry = [r for r in results if r.status in RETRY_STATUSES]
+    retry = [r for r in results if _to_redo(r)]
     if progress:
         if retry:
             err.print(
-                f"{len(retry)} of {len(tasks)} tasks failed ({retry[0].status}: {retry[0].error}); "
-                "re-run the same command to retry them"
+                f"{len(retry)} of {len(tasks)} tasks did not finish ({retry[0].status}: {retry[0].error}); "
+                "re-run the same command to run them"
             )
         err.print(f"results in {out}: summary.csv, summary.json, summary.png, results/, trajectories/")
     return results

@@ -229,11 +229,12 @@ def bench_runner(
     cfg: dict[str, Any],
     options: dict[str, Any],
     out: Path,
-) -> Callable[[Any], Awaitable[Any]]:
+    max_calls: int | None = None,
+) -> Callable[..., Awaitable[Any]]:
     """What `rlm bench --ray` awaits instead of running a task here: the task goes out as (suite, n,
     length, seed, index), the worker builds it and writes its trajectory under `out` (a folder every
-    node must see, on a cluster), and its result comes back to be saved by the driver. --rpm and
-    --max-in-flight hold across the cluster, as in `run_on_ray`."""
+    node must see, on a cluster), and its result comes back to be saved by the driver. --rpm, --tpm,
+    --max-in-flight and --sweep-max-calls hold across the cluster through the limiter actor."""
     from rlm.bench import TaskResult, failed_task, task_identity
 
     ray = connect(address, num_cpus=concurrency)
@@ -241,10 +242,12 @@ def bench_runner(
     index = {task.id: i for i, task in enumerate(tasks)}
     shared = ray.put(options)
     folder = str(out.resolve())
-    limiter = start_limiter(options)
+    limiter = start_limiter(options, max_calls=max_calls, scope="sweep")
 
-    async def run_task(task: Any) -> TaskResult:
-        ref = remote.remote((*spec, index[task.id]), cfg, shared, folder, limiter)
+    async def run_task(task: Any, max_cost: float | None = None) -> TaskResult:
+        """`max_cost`: the task's loan of the sweep's cost budget, as its run's own max_cost."""
+        task_options = shared if max_cost is None else options | {"max_cost": max_cost}
+        ref = remote.remote((*spec, index[task.id]), cfg, task_options, folder, limiter)
         try:
             return TaskResult(**await ref)
         except asyncio.CancelledError:

@@ -136,6 +136,48 @@ def test_batch_cost_budget_holds_and_cut_jobs_run_again(scripted_server: Scripte
     _cost_budget_sweep(scripted_server, tmp_path, None)
 
 
+def _bench_sweep_budgets(server: ScriptedServer, tmp_path: Path, ray_address: str | None) -> None:
+    """rlm bench with --sweep-max-calls, then --sweep-max-cost (the scripted solver on priced model
+    names, about $0.0008 and 3 calls per task): neither is passed, counted at the server; the tasks they
+    cut name the sweep's limit, and a re-run with room runs only those."""
+    from rlm.bench import run_bench
+    from rlm.models.pricing import price
+    from rlm.scripted.server import _prompt_tokens
+    from rlm.scripted.solvers import POLICIES, ROOT_MODEL, SUB_MODEL
+    from rlm.tokens import count_tokens
+
+    server.script("gpt-4o-mini", POLICIES[ROOT_MODEL])
+    server.script("gpt-4o", POLICIES[SUB_MODEL])
+    common = {"model": "openai/gpt-4o-mini", "sub_model": "openai/gpt-4o", "n": 4, "length": 8192}
+    common |= {"concurrency": 2, "api_base": server.base_url, "api_key": "x", "progress": False}
+    common |= {"max_iterations": 4, "max_completion_tokens": 300, "ray_address": ray_address}
+
+    calls = run_bench("oolong", out_dir=tmp_path / "calls", sweep_max_calls=5, **common)
+    assert len(server.records()) <= 5
+    cut = [r for r in calls if r.status != "completed"]
+    assert cut and all(r.error.startswith("the sweep's limit of 5 model calls") for r in cut)
+    kept = {r.id: r for r in calls if r.status == "completed"}
+    again = run_bench("oolong", out_dir=tmp_path / "calls", sweep_max_calls=100, **common)
+    assert all(r.status == "completed" for r in again)
+    assert all(kept[r.id] == r for r in again if r.id in kept)  # finished tasks were not run again
+
+    server.reset()
+    server.script("gpt-4o-mini", POLICIES[ROOT_MODEL])
+    server.script("gpt-4o", POLICIES[SUB_MODEL])
+    budget = 0.0025
+    costs = run_bench("oolong", out_dir=tmp_path / "cost", sweep_max_cost=budget, max_cost=0.0012, **common)
+    billed = sum(price(r.model, _prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
+    assert sum(r.cost_usd for r in costs) <= budget and billed <= budget
+    cut = [r for r in costs if r.status != "completed"]
+    assert cut and all(r.error.startswith("the sweep's limit of $0.0025") for r in cut)
+    again = run_bench("oolong", out_dir=tmp_path / "cost", sweep_max_cost=1.0, max_cost=0.0012, **common)
+    assert all(r.status == "completed" for r in again)
+
+
+def test_bench_sweep_budgets_hold_and_cut_tasks_run_again(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    _bench_sweep_budgets(scripted_server, tmp_path, None)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -343,6 +385,12 @@ def test_ctrl_c_on_the_driver_cancels_the_ray_jobs_and_keeps_the_finished_rows(
     assert "finished jobs are kept" in stderr
     assert {i: r["answer"] for i, r in read_results(out).items()} == {"quick0": "1", "quick1": "2"}
     _wait_until(lambda: all(r.outcome == "disconnected" for r in hung()))  # cancelled on the cluster
+
+
+def test_bench_sweep_budgets_hold_across_ray_workers(
+    local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    _bench_sweep_budgets(scripted_server, tmp_path, "local")
 
 
 def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
