@@ -74,7 +74,8 @@ async def streamed(transport: Transport, end: Endpoint, seen: list[str] | None =
 STREAMED_FAULTS: list[tuple[str, Action, str, bool]] = [
     # (fault, scripted action, words the message holds, whether text arrived before it)
     ("slow first byte", Reply(TEXT, ttft=30), "first_byte_timeout", False),
-    ("stall after the headers", Stall(), "idle_timeout", False),
+    ("headers, then no first chunk", Reply(TEXT, ttft=30, early_headers=True), "first_byte_timeout", False),
+    ("stall after the first chunk", Stall(), "idle_timeout", False),
     ("stall mid-stream", Stall(TEXT, after_chars=20), "idle_timeout", True),
     ("reset mid-stream", Drop(TEXT, after_chars=20), "", True),
     ("malformed line first", Garbage(TEXT), "Unterminated string", False),
@@ -140,10 +141,11 @@ def test_each_fault_ends_a_whole_reply_with_a_transient_error(
 
 
 def test_a_slow_reply_that_keeps_coming_is_not_cut(scripted_server: ScriptedServer, name: str) -> None:
-    """Timeouts bound the waits, not the reply: one that starts late and trickles, each wait under
-    its bound, arrives whole."""
+    """Timeouts bound the waits, not the reply: one that starts late (its headers sent at once, as a
+    local server thinking over a long prompt does) and trickles, each wait under its bound, arrives
+    whole."""
     slow = "one two three four five six"
-    scripted_server.script("t", [Reply(slow, ttft=0.8, tps=4), Reply(slow, ttft=0.8)])
+    scripted_server.script("t", [Reply(slow, ttft=0.8, tps=4, early_headers=True), Reply(slow, ttft=0.8)])
     patient = TRANSPORTS[name](Timeouts(connect_s=5, first_byte_s=3, idle_s=0.5))
     assert asyncio.run(streamed(patient, endpoint(scripted_server))).text == slow
     assert asyncio.run(patient.complete(endpoint(scripted_server), ASK)).text == slow

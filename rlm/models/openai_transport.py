@@ -181,9 +181,13 @@ class OpenAITransport:
         reported: dict[str, Any] | None = None
         finish: str | None = None
         done = False
+        wait: Wait = "first_byte"
         try:
             pending = b""
             async for data in response.content.iter_any():
+                if wait == "first_byte":
+                    wait = "idle"
+                    self._between_pieces(response)
                 lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
                 pending = lines.pop()
                 for line in lines:
@@ -216,9 +220,7 @@ class OpenAITransport:
         except (aiohttp.ClientError, TimeoutError, ValueError, ProviderError) as exc:
             if done:
                 return  # the reply was whole; only the end of its body went wrong (the connection is closed below)
-            error = (
-                exc if isinstance(exc, ProviderError) else _network_error(exc, endpoint.model, self.timeouts, "idle")
-            )
+            error = exc if isinstance(exc, ProviderError) else _network_error(exc, endpoint.model, self.timeouts, wait)
             if parts:
                 raise StreamInterrupted(str(error), partial_text="".join(parts), model=endpoint.model) from exc
             raise error from exc
@@ -268,9 +270,18 @@ class OpenAITransport:
             finally:
                 response.close()
             raise _status_error(response.status, response.headers, raw, endpoint.model, keyless=not where.key)
-        if response.connection is not None:  # the reply has started: from here on, the wait between pieces
-            response.connection.protocol.read_timeout = self.timeouts.idle_s
+        if not stream:  # a whole reply has started: from here on, the wait between pieces of its body
+            self._between_pieces(response)
         return response
+
+    def _between_pieces(self, response: aiohttp.ClientResponse) -> None:
+        """The reply has started: each wait from now on is for its next piece (`idle_s`). A stream
+        starts with its first data, not its headers: a local server sends those at once and may
+        then think over a long prompt for minutes."""
+        protocol = response.connection.protocol if response.connection is not None else None
+        if protocol is not None:
+            protocol.read_timeout = self.timeouts.idle_s
+            protocol.start_timeout()
 
 
 # -- replies and errors ----------------------------------------------------------------------------

@@ -225,13 +225,14 @@ async def stream(
     timeouts: Timeouts | None = None,
 ) -> AsyncIterator[str]:
     """Yield text deltas. `on_done` gets the whole Completion when the stream ends or is cancelled,
-    so tokens that were generated are accounted for even when the consumer stops early. The reply
-    must start within `first_byte_s` and each later chunk arrive within `idle_s` of the one before."""
+    so tokens that were generated are accounted for even when the consumer stops early. The first
+    chunk must arrive within `first_byte_s` of the request, each later one within `idle_s` of the last."""
     started = time.monotonic()
     timeouts = timeouts or Timeouts()
     parts: list[str] = []
     reported: Any = None
     finish: str | None = None
+    wait: Wait = "first_byte"  # until the first chunk: a server may send its headers at once, then think
     try:
         response = await _within(
             _request(endpoint, messages, timeouts, stream=True, stream_options={"include_usage": True}),
@@ -247,10 +248,12 @@ async def stream(
     chunks = aiter(response)
     try:
         while True:
+            seconds = timeouts.idle_s if wait == "idle" else started + timeouts.first_byte_s - time.monotonic()
             try:
-                chunk = await _within(anext(chunks), timeouts.idle_s, "idle", timeouts, endpoint.model)
+                chunk = await _within(anext(chunks), seconds, wait, timeouts, endpoint.model)
             except StopAsyncIteration:
                 break
+            wait = "idle"
             reported = getattr(chunk, "usage", None) or reported
             if chunk.choices:
                 finish = getattr(chunk.choices[0], "finish_reason", None) or finish

@@ -39,6 +39,7 @@ class Reply:
     ttft: float | None = None
     tps: float | None = None
     finish_reason: str = "stop"
+    early_headers: bool = False  # a stream's headers go out at once, its first chunk after ttft (llama.cpp)
 
 
 @dataclass(frozen=True)
@@ -481,6 +482,9 @@ class ScriptedServer(_Loopback):
         ttft: float,
         tps: float | None,
     ) -> web.StreamResponse:
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        if isinstance(action, Reply) and action.early_headers:
+            await response.prepare(request)
         await asyncio.sleep(ttft)
         cut = not isinstance(action, Reply)
         text = action.text[: action.after_chars] if cut else action.text
@@ -499,8 +503,8 @@ class ScriptedServer(_Loopback):
                 }
             )
 
-        response = web.StreamResponse(headers=_SSE_HEADERS)
-        await response.prepare(request)
+        if not response.prepared:
+            await response.prepare(request)
         await self._send(request, response, record, chunk({"role": "assistant", "content": ""}, None))
         if tps is None:
             data = b"".join(chunk({"content": p}, None) for p in pieces)
