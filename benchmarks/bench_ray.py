@@ -10,6 +10,10 @@ few warm-up jobs (Ray workers import rlm once), then `--jobs` jobs; throughput i
 2. limiter: 4 Ray workers, --max-in-flight 2 and `--rpm` requests per `--period` seconds for the
    whole cluster; the most requests the server handled at once, and the most it received in any
    `--period` window, against those limits
+3. token limiter: 4 Ray workers, `--tpm-prompts` prompts' worth of tokens per `--period` for the whole
+   cluster; the most prompt tokens the server received in any window (by its own count) against it
+4. cost budget: `--jobs` jobs on a priced model name with --batch-max-cost of about half their cost;
+   what the server was asked for and sent, priced, against the budget
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ import ray
 
 from rlm import ray_backend
 from rlm.batch import ResultsFile, load_jobs, run_batch
+from rlm.models.pricing import price
 from rlm.scripted import Reply, ScriptedServer
+from rlm.scripted.server import _prompt_tokens
+from rlm.tokens import count_tokens
 
 
 def write_jobs(folder: Path, n: int, prefix: str) -> Path:
@@ -72,6 +79,12 @@ def max_in_window(times: list[float], period: float) -> int:
     return best
 
 
+def max_tokens_in_window(server: ScriptedServer, period: float) -> int:
+    """The most prompt tokens (the server's count) received within any `period` seconds."""
+    arrivals = sorted((r.received_at, _prompt_tokens(r.messages)) for r in server.records())
+    return max(sum(n for u, n in arrivals if t <= u < t + period) for t, _ in arrivals)
+
+
 def max_overlap(server: ScriptedServer) -> int:
     edges = sorted(e for r in server.records() for e in ((r.received_at, 1), (r.finished_at or r.received_at, -1)))
     now = peak = 0
@@ -88,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=12, help="requests per --period for the whole cluster")
     parser.add_argument("--period", type=float, default=5.0)
     parser.add_argument("--limit-jobs", type=int, default=30)
+    parser.add_argument("--tpm-prompts", type=float, default=3.5, help="the token limit, in prompts per --period")
     args = parser.parse_args()
 
     with ScriptedServer() as server, tempfile.TemporaryDirectory() as tmp:
@@ -128,6 +142,53 @@ def main() -> None:
         print(
             f"  most in flight at the server {max_overlap(server)} (limit 2); most received in any "
             f"{args.period:g} s window {max_in_window(received, args.period)} (limit {args.rpm})"
+        )
+
+        server.reset()
+        server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        base = {"model": "openai/root", "api_base": server.base_url, "api_key": "x", "max_iterations": 2}
+        ray_backend.run_on_ray(load_jobs(write_jobs(folder, 1, "probe")), ResultsFile(folder / "probe.out"), base)
+        tpm = int(args.tpm_prompts * _prompt_tokens(server.records()[0].messages))
+        server.reset()
+        server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
+        limiter = ray_backend.start_limiter(base | {"tpm": tpm}, period=args.period)
+        out = ResultsFile(folder / "tpm.out.jsonl")
+        start = time.perf_counter()
+        ray_backend.run_on_ray(
+            load_jobs(write_jobs(folder, args.limit_jobs, "tpm")), out, base | {"tpm": tpm}, limiter=limiter
+        )
+        elapsed = time.perf_counter() - start
+        ray.shutdown()
+        print(f"token limiter, 4 Ray workers, {args.limit_jobs} jobs, limit {tpm} prompt tokens per {args.period:g} s:")
+        print(
+            f"  requests at the server {len(server.records())} in {elapsed:.1f} s; most prompt tokens received in "
+            f"any {args.period:g} s window {max_tokens_in_window(server, args.period)} (limit {tpm})"
+        )
+
+        server.reset()
+        server.script("gpt-4o-mini", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
+        priced = base | {"model": "openai/gpt-4o-mini", "max_completion_tokens": 50}
+        probe = run_batch(write_jobs(folder, 1, "cost-probe"), folder / "cost-probe.out", priced, progress=False)
+        budget = round(args.jobs * probe["0"]["cost_usd"] / 2, 6)
+        server.reset()
+        server.script("gpt-4o-mini", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
+        rows = run_batch(
+            write_jobs(folder, args.jobs, "cost"),
+            folder / "cost.out.jsonl",
+            priced,
+            concurrency=4,
+            ray_address="local",
+            max_cost=budget,
+            progress=False,
+        )
+        ray.shutdown()
+        billed = sum(price(r.model, _prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
+        done = sum(r["status"] == "completed" for r in rows.values())
+        print(f"cost budget, 4 Ray workers, {args.jobs} jobs, --batch-max-cost ${budget:g} (about half their cost):")
+        print(
+            f"  completed {done}, cut {len(rows) - done}; billed at the server ${billed:.6f} "
+            f"({billed / budget:.0%} of the budget), counted by rlm ${sum(r['cost_usd'] for r in rows.values()):.6f}"
         )
 
 
