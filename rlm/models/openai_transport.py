@@ -378,4 +378,6 @@ def _network_error(exc: BaseException, model: str, timeouts: Timeouts, wait: Wai
     if isinstance(exc, ValueError):  # a body or stream line that is not JSON
         return ProviderError(f"{model}: APIError: the server sent malformed JSON: {exc}", model=model, transient=True)
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        detail = f"the connection broke mid-reply ({detail})"
     return ProviderError(f"{model}: APIConnectionError: {detail}", model=model, transient=True)

@@ -121,10 +121,9 @@ def classify(exc: BaseException, model: str) -> ProviderError:
 
 def _short(exc: BaseException) -> str:
     """The exception as one readable line: its class once (litellm repeats it), at most 500 chars."""
-    parts = str(exc).replace("litellm.", "").strip().rstrip(".").split(": ")
-    while len(parts) > 1 and parts[1] == parts[0]:
-        parts.pop(0)
-    text = ": ".join(parts)
+    text = str(exc).replace("litellm.", "").split(" Original exception: ")[0]  # a mid-stream error repeats itself
+    parts = text.strip().rstrip(".").split(": ")
+    text = ": ".join(part for i, part in enumerate(parts) if i == 0 or part != parts[i - 1])
     if not text.startswith(type(exc).__name__):
         text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= 500 else text[:500] + " ..."
