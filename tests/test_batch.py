@@ -287,13 +287,19 @@ def test_cluster_token_rate_holds_across_workers(
 
 
 def _ray_job_pids() -> list[int]:
-    """Processes whose title says they are running a batch job right now (Ray sets `ray::run_job`)."""
+    """This test's Ray workers (children of the raylet this process started) running a batch job now:
+    Ray titles them `ray::run_job`."""
+
+    def parent(pid: str | int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::run_job"):
+            running = entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::run_job")
+            if running and parent(parent(entry.name)) == os.getpid():
                 pids.append(int(entry.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
     return pids
 
