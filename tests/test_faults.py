@@ -402,3 +402,13 @@ def test_a_stalled_stream_ends_the_run_without_a_time_limit(scripted_server: Scr
     assert result.status is Status.PROVIDER_ERROR and "idle_timeout" in (result.error or "")
     assert len(scripted_server.settled_records("test-root")) == 2
     assert all(r.outcome == "disconnected" for r in scripted_server.settled_records("test-root"))
+
+
+def test_a_run_whose_server_is_gone_ends_after_its_retries(name: str) -> None:
+    with gone_server() as base:
+        rlm = RLM(
+            model="openai/test-root", api_base=base, api_key="sk-local", sandbox="inprocess", transport=SETTING[name]
+        )
+        result = rlm.query("ctx", "q")
+    assert result.status is Status.PROVIDER_ERROR and "Connect" in (result.error or "")
+    assert len([e for e in result.trajectory if e["type"] == "model_error"]) == RetryPolicy().max_attempts
