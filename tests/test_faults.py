@@ -172,6 +172,19 @@ def test_call_workers_hold_the_same_timeouts(scripted_server: ScriptedServer) ->
     asyncio.run(scenario())
 
 
+def test_each_transport_keeps_its_own_timeouts_on_a_shared_loop(scripted_server: ScriptedServer, name: str) -> None:
+    """Two runs on one event loop (a notebook, rlm serve) share connection pools, not timeouts."""
+    scripted_server.script("t", lambda request: Reply("late", ttft=1.0))
+
+    async def scenario() -> str:
+        with pytest.raises(ProviderError, match="first_byte_timeout"):
+            await TRANSPORTS[name](QUICK).complete(endpoint(scripted_server), ASK)
+        patient = TRANSPORTS[name](Timeouts(connect_s=5, first_byte_s=10, idle_s=10))
+        return (await patient.complete(endpoint(scripted_server), ASK)).text
+
+    assert asyncio.run(scenario()) == "late"
+
+
 @contextlib.contextmanager
 def gone_server() -> Iterator[str]:
     """The base URL of a port nothing listens on (bound, never listening: connections are refused)."""

@@ -143,6 +143,13 @@ class OpenAITransport:
 
     def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
+        # per request: the pools are shared by every transport on the loop, whatever its timeouts
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.timeouts.connect_s,
+            sock_connect=self.timeouts.connect_s,
+            sock_read=self.timeouts.first_byte_s,
+        )
 
     async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion:
         started = time.monotonic()
@@ -258,7 +265,11 @@ class OpenAITransport:
         session, proxy = await _session(where.base, self.timeouts)
         try:
             response = await session.post(
-                where.base + "/chat/completions", data=json.dumps(body).encode(), headers=headers, proxy=proxy
+                where.base + "/chat/completions",
+                data=json.dumps(body).encode(),
+                headers=headers,
+                proxy=proxy,
+                timeout=self._timeout,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _network_error(exc, endpoint.model, self.timeouts, "first_byte") from exc
