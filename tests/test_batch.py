@@ -399,6 +399,46 @@ def test_bench_sweep_budgets_hold_across_ray_workers(
     _bench_sweep_budgets(scripted_server, tmp_path, "local")
 
 
+def test_ctrl_c_on_a_bench_sweep_on_ray_keeps_the_finished_tasks(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    """`rlm bench --ray` in a subprocess, one worker: once a task has finished the root model hangs;
+    Ctrl-C then ends the sweep with exit 130, the finished task's result stays, the hanging call is closed."""
+    if RAY_MISSING:
+        pytest.skip("Ray is not installed (pip install 'rlm-stream[ray]')")
+    from rlm.scripted.solvers import POLICIES, ROOT_MODEL, SUB_MODEL
+
+    out = tmp_path / "sweep"
+    hang = threading.Event()
+
+    def root(request: ChatRequest) -> Reply:
+        return Reply("never sent", ttft=300) if hang.is_set() else Reply(POLICIES[ROOT_MODEL](request))
+
+    scripted_server.script(ROOT_MODEL, root)
+    scripted_server.script(SUB_MODEL, POLICIES[SUB_MODEL])
+    command = [sys.executable, "-m", "rlm", "bench", "oolong", "--n", "3", "--length", "8192", "--concurrency", "1"]
+    command += ["--out", str(out), "--ray", "--model", f"openai/{ROOT_MODEL}", "--sub-model", f"openai/{SUB_MODEL}"]
+    command += ["--api-base", scripted_server.base_url, "--api-key", "x", "--max-iterations", "4"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_until(lambda: (out / "results").is_dir() and any((out / "results").iterdir()))
+        hang.set()
+        hanging = lambda: [r for r in scripted_server.records(ROOT_MODEL) if r.planned_text == "never sent"]  # noqa: E731
+        _wait_until(lambda: any(r.outcome == "in_progress" for r in hanging()))
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 130, stderr
+    assert "finished tasks are kept" in stderr
+    saved = list((out / "results").iterdir())
+    assert 1 <= len(saved) < 3 and all(json.loads(p.read_text())["status"] == "completed" for p in saved)
+    _wait_until(lambda: all(r.outcome == "disconnected" for r in hanging()))  # cancelled on the cluster
+
+
 def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:
     from rlm.bench import run_bench
     from rlm.scripted.solvers import install
