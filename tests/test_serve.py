@@ -203,6 +203,7 @@ def test_every_bad_request_gets_an_openai_style_error(scripted_server: ScriptedS
     _error(_post(server, _ask(rlm={"temperature": 2})), 400, "invalid_extension")
     _error(_post(server, _ask("x" * 10_000)), 413, "body_too_large")
     _error(httpx.get(f"{server.base_url}/nowhere"), 404, "not_found")
+    _error(httpx.get(f"{server.base_url}/chat/completions"), 405, "method_not_allowed")
     _error(httpx.get(f"{server.base_url}/models/gpt-5"), 404, "model_not_found")
     with pytest.raises(openai.NotFoundError):
         _client(server).chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "q"}])
