@@ -30,7 +30,7 @@ ATTEMPTS = RetryPolicy().max_attempts
 FAULTS: list[tuple[str, Action, int]] = [
     # (fault, the root model's every reply, waits the run may spend)
     ("reply never starts", Reply(REPLY, ttft=3600), ATTEMPTS),
-    ("stall after the headers", Stall(), ATTEMPTS),
+    ("stall after the first chunk", Stall(), ATTEMPTS),
     ("stall mid-stream", Stall(REPLY, after_chars=25), 2),
     ("reset mid-stream", Drop(REPLY, after_chars=25), 0),
 ]
@@ -42,7 +42,7 @@ def main() -> None:
     options.add_argument("--wait", type=float, default=1.0, help="first_byte_timeout and idle_timeout, in seconds")
     args = options.parse_args()
     print(f"first_byte_timeout = idle_timeout = {args.wait:g} s, {ATTEMPTS} attempts, no --timeout")
-    print(f"{'fault':>24} {'transport':>9} {'status':>15} {'requests':>8} {'gave up after':>13} {'per wait':>8}")
+    print(f"{'fault':>27} {'transport':>9} {'status':>15} {'requests':>8} {'gave up after':>13} {'per wait':>8}")
     with ScriptedServer() as server:
         server.script("root", [REPLY])  # litellm's first call imports for seconds: not part of any figure
         RLM(model="openai/root", api_base=server.base_url, api_key="sk-local", transport="litellm").query("a", "q")
@@ -65,13 +65,13 @@ def main() -> None:
                 took = time.monotonic() - started
                 per_wait = f"{took / (waits * args.wait):.2f}x" if waits else "-"
                 requests = len(server.settled_records("root"))
-                row = f"{label:>24} {transport:>9} {result.status.value:>15} {requests:>8}"
+                row = f"{label:>27} {transport:>9} {result.status.value:>15} {requests:>8}"
                 print(f"{row} {took:>12.2f}s {per_wait:>8}")
     defaults = Settings()
     print(
         f"with the default timeouts (first byte {defaults.first_byte_timeout:g} s, idle {defaults.idle_timeout:g} s) "
         f"a run gives up after about {ATTEMPTS * defaults.first_byte_timeout:g} s on a reply that never starts, "
-        f"{ATTEMPTS * defaults.idle_timeout:g} s on a stall after the headers, "
+        f"{ATTEMPTS * defaults.idle_timeout:g} s on a stall after the first chunk, "
         f"{2 * defaults.idle_timeout:g} s on one mid-stream (plus backoff)"
     )
 
