@@ -240,13 +240,14 @@ async def loop_cell(base_url: str, n: int, latency: float, prefetch: bool) -> tu
     try:
         tree_ = Tree(EngineSettings(sandbox="inprocess"), gateway(base_url, 64), EventLog())
         node = Node(tree_, (), Context.from_value("x"), "q")
-        repl = await open_session(None, node, mode="inprocess")
+        session = asyncio.ensure_future(open_session(None, node, mode="inprocess"))  # as Node.run opens it
+        repl = await session
         try:
-            await node._run_block(repl, CodeBlock(setup, 0, 0), 1)
+            await node._run_block(session, CodeBlock(setup, 0, 0), 1)
             times = []
             for code in (serial, batched):
                 started = time.perf_counter()
-                outcome = await node._run_block(repl, CodeBlock(code, 1, 0), 1)
+                outcome = await node._run_block(session, CodeBlock(code, 1, 0), 1)
                 assert outcome.error is None, outcome.error
                 times.append(time.perf_counter() - started)
         finally:

@@ -241,10 +241,14 @@ class RLM:
         on_event: Callable[[Event], None] | None,
         keep_cancelled: bool,
     ) -> RLMResult:
+        s = self.settings
+        if s.sandbox == "process":
+            from sandbox.zygote import prestart
+
+            prestart()  # the fork server boots while the engine is imported and the first request goes out
         from rlm.engine import EngineSettings, Tree, run_tree
         from sandbox import CellLimits
 
-        s = self.settings
         ctx = _as_context(context)
         engine_settings = EngineSettings(
             max_iterations=s.max_iterations,

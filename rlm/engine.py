@@ -28,7 +28,7 @@ from rlm.fences import CodeBlock, FinalMarker, ReplyParser
 from rlm.models.gateway import ModelGateway
 from rlm.speculation import SpeculativeCalls
 from rlm.types import CallOrigin, CellOutcome, Role, Status, Usage
-from sandbox import CellLimits, SandboxError, open_session
+from sandbox import CellLimits, SandboxError, Session, open_session
 from sandbox.plain import context_of_ref
 
 FENCED = re.compile(r"```.*?(```|$)", re.DOTALL)
@@ -112,15 +112,14 @@ class Node:
     async def run(self) -> NodeResult:
         settings = self.tree.settings
         self._emit("node_start", question=self.question, context=self.context.describe())
-        repl = await open_session(self.context.to_spec(), self, limits=settings.cell_limits, mode=settings.sandbox)
-        if repl.missing_layers:
-            self._emit("sandbox_layers", missing=repl.missing_layers)
+        # the sandbox starts while the first request is out: a cell waits for it only if it comes first
+        session = asyncio.create_task(self._open_session())
         try:
             messages = prompts.first_messages(self.context.describe(), self.question, settings.after_block)
             broken = 0  # streams in a row that broke after text had arrived
             for iteration in range(1, settings.max_iterations + 1):
                 self.turns = iteration
-                turn = await self._turn(messages, repl, iteration)
+                turn = await self._turn(messages, session, iteration)
                 while turn.broken is not None and turn.answer is None:
                     broken += 1
                     if broken > 1:
@@ -131,7 +130,7 @@ class Node:
                     if turn.cells:
                         break  # code of it ran: the turn stands, cut after its last block
                     self._emit("turn_retry", iteration=iteration, error=str(turn.broken))
-                    turn = await self._turn(messages, repl, iteration)  # nothing ran: asked again from the start
+                    turn = await self._turn(messages, session, iteration)  # nothing ran: asked again from the start
                 if turn.broken is None:
                     broken = 0
                 if turn.answer is not None:
@@ -147,8 +146,24 @@ class Node:
             limit = f"the limit of {settings.max_iterations} turn{plural} was reached"
             return self._finish(NodeResult(self.partial, Status.MAX_ITERATIONS, settings.max_iterations, limit))
         finally:
-            self._remember(repl.answer)  # a cell cancelled mid-call may have set answer["content"]
-            await repl.aclose()
+            await self._close_session(session)
+
+    async def _open_session(self) -> Session:
+        settings = self.tree.settings
+        repl = await open_session(self.context.to_spec(), self, limits=settings.cell_limits, mode=settings.sandbox)
+        if repl.missing_layers:
+            self._emit("sandbox_layers", missing=repl.missing_layers)
+        return repl
+
+    async def _close_session(self, opening: asyncio.Task[Session]) -> None:
+        """Close the session once it is open; one that failed to open was reported by the first cell
+        that needed it, and one no cell needed fails nothing."""
+        await asyncio.gather(opening, return_exceptions=True)
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        repl = opening.result()
+        self._remember(repl.answer)  # a cell cancelled mid-call may have set answer["content"]
+        await repl.aclose()
 
     async def _last_word(self, messages: list[dict[str, str]]) -> str | None:
         """Out of turns with no answer set: one last call asks for the best answer so far (as rlms
@@ -165,7 +180,7 @@ class Node:
         self._emit("node_end", status=result.status.value, answer=result.answer, iterations=result.iterations)
         return result
 
-    async def _turn(self, messages: list[dict[str, str]], repl: Any, iteration: int) -> Turn:
+    async def _turn(self, messages: list[dict[str, str]], session: asyncio.Task[Session], iteration: int) -> Turn:
         """Stream one reply; run each block as its fence closes; stop the stream at the answer."""
         turn = Turn()
         parser = ReplyParser()
@@ -204,11 +219,11 @@ class Node:
         try:
             while (event := await ready.get()) is not None:
                 if isinstance(event, CodeBlock):
-                    outcome = await self._run_block(repl, event, iteration)
+                    outcome = await self._run_block(session, event, iteration)
                     turn.cells.append((event.code, render(outcome)))
                     answer = self._answer_of(outcome)
                 else:
-                    answer, output = await self._resolve_final(repl, event)
+                    answer, output = await self._resolve_final(session, event)
                     if output:
                         turn.cells.append((f"{event.kind}({event.value})", output))
                 used_until = event.end
@@ -227,7 +242,8 @@ class Node:
         self._emit("turn_end", iteration=iteration, text=turn.text, answered=turn.answer is not None)
         return turn
 
-    async def _run_block(self, repl: Any, block: CodeBlock, iteration: int) -> CellOutcome:
+    async def _run_block(self, session: asyncio.Task[Session], block: CodeBlock, iteration: int) -> CellOutcome:
+        repl = await session
         self._emit("cell_start", iteration=iteration, index=block.index, code=block.code)
         self.context.check_unchanged()  # a mapped file that shrank would kill the process (SIGBUS)
         try:
@@ -260,12 +276,12 @@ class Node:
             return str(content if content is not None else "")
         return None
 
-    async def _resolve_final(self, repl: Any, marker: FinalMarker) -> tuple[str | None, str]:
+    async def _resolve_final(self, session: asyncio.Task[Session], marker: FinalMarker) -> tuple[str | None, str]:
         """FINAL(x) is the answer itself; FINAL_VAR(name) asks the REPL for the variable."""
         if marker.kind == "FINAL":
             return unquote(marker.value), ""
         lookup = CodeBlock(code=f"FINAL_VAR({marker.value!r})", index=-1, end=marker.end)
-        outcome = await self._run_block(repl, lookup, self.turns)
+        outcome = await self._run_block(session, lookup, self.turns)
         if outcome.final is not None:
             return outcome.final, ""
         return None, render(outcome) or f"FINAL_VAR({marker.value}): no such variable. Create it in a repl block first."

@@ -205,8 +205,12 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Hang up: the zygote ends its workers and exits. `wait=False` when this process is exiting
+        anyway (the zygote finishes on its own; the exit need not wait for it)."""
         self.control.close()
+        if not wait:
+            return
         try:
             self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -227,6 +231,12 @@ def _current_zygote() -> Zygote:
         return _zygote
 
 
+def prestart() -> None:
+    """Start this process's zygote now without waiting for it: it boots while the caller imports and
+    sends its first request, so the first session opens at once."""
+    _current_zygote()
+
+
 def spawn_worker() -> Spawned:
     """Fork a worker from this process's zygote, starting (or restarting) the zygote if needed."""
     global _zygote
@@ -243,4 +253,4 @@ def spawn_worker() -> Spawned:
 @atexit.register
 def _shutdown() -> None:
     if _zygote is not None and _zygote_pid == os.getpid():
-        _zygote.close()
+        _zygote.close(wait=False)

@@ -35,9 +35,10 @@ def run_cells(server: ScriptedServer, *cells: str) -> list[CellOutcome]:
             events=EventLog(),
         )
         node = Node(Tree(EngineSettings(sandbox="inprocess"), gateway, EventLog()), (), Context.from_value("x"), "q")
-        repl = await open_session(None, node, mode="inprocess")
+        session = asyncio.ensure_future(open_session(None, node, mode="inprocess"))  # as Node.run opens it
+        repl = await session
         try:
-            outcomes = [await node._run_block(repl, CodeBlock(code, i, 0), 1) for i, code in enumerate(cells)]
+            outcomes = [await node._run_block(session, CodeBlock(code, i, 0), 1) for i, code in enumerate(cells)]
         finally:
             await repl.aclose()
         assert not ours_running()  # nothing speculative left running
