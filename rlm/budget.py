@@ -49,6 +49,7 @@ class Budget:
         self.tripped: BudgetExceeded | None = None
         self._on_trip: list[Callable[[BudgetExceeded], None]] = []
         self._held: set[Reservation] = set()
+        self._held_total: Usage = ZERO_USAGE  # the sum of their worst cases, kept as they come and go
         self._waiters: list[asyncio.Future[None]] = []
 
     def on_trip(self, callback: Callable[[BudgetExceeded], None]) -> None:
@@ -56,8 +57,8 @@ class Budget:
 
     @property
     def held(self) -> Usage:
-        """The worst cases of the calls sent and not yet settled."""
-        return sum((reservation.worst for reservation in self._held), ZERO_USAGE)
+        """The worst cases of the calls sent and not yet settled (calls, tokens and cost)."""
+        return self._held_total
 
     @property
     def reserved(self) -> int:
@@ -104,6 +105,7 @@ class Budget:
                     self._waiters.remove(waiter)
         reservation = Reservation(worst)
         self._held.add(reservation)
+        self._held_total = self._held_total + worst
         return reservation
 
     def settle(self, reservation: Reservation, used: Usage) -> None:
@@ -113,6 +115,7 @@ class Budget:
             return
         reservation.settled = True
         self._held.discard(reservation)
+        self._held_total = _without(self._held_total, reservation.worst) if self._held else ZERO_USAGE
         self.record(used)
         self._wake()
 
@@ -154,7 +157,10 @@ class Budget:
 
     def _refusal(self, worst: Usage, base: Usage) -> BudgetExceeded | None:
         """The limit that `worst` on top of `base` would pass."""
-        limits, total = self.limits, base + worst
+        limits = self.limits
+        if limits.max_calls is None and limits.max_cost is None and limits.max_tokens is None:
+            return None
+        total = base + worst
         reply = f"its prompt and a reply of up to {worst.completion_tokens:,} tokens; a lower max_completion_tokens"
         reply += " fits more calls"
         if limits.max_calls is not None and total.calls > limits.max_calls:
@@ -187,3 +193,14 @@ class Budget:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _without(total: Usage, part: Usage) -> Usage:
+    """`total` less `part`, in calls, tokens and cost (what a limit compares)."""
+    return Usage(
+        prompt_tokens=total.prompt_tokens - part.prompt_tokens,
+        completion_tokens=total.completion_tokens - part.completion_tokens,
+        cost_usd=total.cost_usd - part.cost_usd,
+        priced=total.priced,
+        calls=total.calls - part.calls,
+    )
