@@ -8,7 +8,7 @@ hash tiktoken expects. The patterns and special tokens are tiktoken's own (tikto
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import os
 import threading
@@ -65,8 +65,12 @@ _BUNDLED = {
 
 def _from_bundled_file(name: str) -> tiktoken.Encoding | None:
     """The encoding built from litellm's shipped copy of its file; None if there is no intact copy."""
-    import tiktoken
+    data = bundled_file(name)
+    return None if data is None else build(name, data)
 
+
+def bundled_file(name: str) -> bytes | None:
+    """litellm's shipped copy of the encoding's file, if intact (the hash tiktoken expects)."""
     spec, package = _BUNDLED.get(name), litellm_package()
     if spec is None or package is None:
         return None
@@ -75,9 +79,16 @@ def _from_bundled_file(name: str) -> tiktoken.Encoding | None:
         data = path.read_bytes()
     except OSError:
         return None
-    if hashlib.sha256(data).hexdigest() != spec.sha256:
-        return None
-    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return data if hashlib.sha256(data).hexdigest() == spec.sha256 else None
+
+
+def build(name: str, data: bytes) -> tiktoken.Encoding:
+    """The encoding from its file's bytes: one base64 token and its rank per line."""
+    import tiktoken
+
+    spec = _BUNDLED[name]
+    fields = data.split()
+    ranks = dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
     return tiktoken.Encoding(name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
 
 

@@ -11,6 +11,7 @@ from rlm.events import EventLog
 from rlm.models.cache import ResponseCache
 from rlm.models.gateway import ModelGateway, select_transport
 from rlm.models.local_only import LocalPolicy
+from rlm.models.pricing import preload_table
 from rlm.models.provider import Endpoint, Timeouts
 from rlm.models.router import RoutePolicy, Router, Routes
 from rlm.models.workers import CallWorkers
@@ -61,7 +62,8 @@ def build_gateway(
     workers: CallWorkers | None = None,
 ) -> ModelGateway:
     """The run's gateway; raises LocalOnlyViolation at once if local-only mode forbids a configured model."""
-    preload()  # token counts are needed by the first call at the latest: load while the run starts
+    preload()  # token counts and prices are needed by the first call at the latest: load while the run starts
+    preload_table()
     return ModelGateway(
         Router(routes_from(settings), policy),
         budget=budget,

@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import re
+import threading
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -92,6 +93,12 @@ def price_table() -> dict[str, dict[str, Any]]:
         return {}
     table = json.loads(path.read_bytes())
     return {name: entry for name, entry in table.items() if isinstance(entry, dict) and name != "sample_spec"}
+
+
+def preload_table() -> None:
+    """Read the table in a background thread while a run starts: the first reply is priced with it."""
+    if not price_table.cache_info().currsize:
+        threading.Thread(target=price_table, name="rlm-price-table", daemon=True).start()
 
 
 @cache
