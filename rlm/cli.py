@@ -489,6 +489,28 @@ def _existing_cache(cache_dir: str | None) -> Iterator[Any]:
             store.close()
 
 
+@main.command()
+@click.argument("trace_file", metavar="TRACE")
+@click.option("--follow", "-f", is_flag=True, help="Show a run still being written as its events come, then its tree.")
+@click.option("--max-lines", type=click.IntRange(min=1), default=8, show_default=True, help="Lines shown of each text.")
+@click.option("--full", is_flag=True, help="Every text whole, and every call with its prompt and response.")
+def view(trace_file: str, follow: bool, max_lines: int, full: bool) -> None:
+    """Show a run's trace (the JSONL of `rlm query --trace`) as a tree: header with status and
+    totals, each node's turns, cells (code, output) and model calls (model, tokens, cost, latency,
+    cache hits), child runs, and the answer."""
+    from rlm.view.console import Style, follow_trace, show
+    from rlm.view.trace import MAX_CHARS, TraceError, load_trace
+
+    style = Style(max_lines, full)
+    try:
+        if follow:
+            follow_trace(trace_file, style)
+        else:
+            show(load_trace(trace_file, None if full else MAX_CHARS), style, trace_file)
+    except TraceError as error:
+        raise click.ClickException(str(error)) from None
+
+
 _CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory (env RLM_CACHE_DIR).")
 
 
