@@ -36,14 +36,15 @@ _NAMED_LENGTHS = {
 
 
 def parse_length(length: int | str | None) -> int | None:
-    """Accept 131072, '131072', '131K' or '128k' (the K sizes are the powers of two the papers use)."""
+    """Accept 131072, '131072', '131K' or '7k': K is 1024 tokens, as in the papers' 8K..256K; 131K is their
+    name for 128K, and 80K is the papers' fixed 80,000-token needle length."""
     if length is None or isinstance(length, int):
         return length
     text = length.strip().lower()
     if text in _NAMED_LENGTHS:
         return _NAMED_LENGTHS[text]
     try:
-        return int(text[:-1]) * 1000 if text.endswith("k") else int(text)
+        return int(text[:-1]) * 1024 if text.endswith("k") else int(text)
     except ValueError as e:
         raise ConfigError(f"bad length {length!r}; use a token count such as 32768 or 32K") from e
 

@@ -110,6 +110,7 @@ def test_unknown_suite_and_lengths() -> None:
         load_suite("nope")
     assert parse_length("131K") == parse_length("128k") == 131072
     assert parse_length("80K") == 80000
+    assert parse_length("7K") == 7 * 1024  # every K is 1024, as in 8K = 8192
     assert parse_length(4096) == 4096
 
 
