@@ -59,3 +59,9 @@ def test_notebook_runs_headless(scripted_server: ScriptedServer, monkeypatch: py
     assert "text/html" in shown
     assert "completed" in shown["text/plain"]
     assert "the most common code is E" in notebook.cells[3].outputs[0]["text"]
+
+
+def test_scripted_server_help_names_the_models_of_each_policy() -> None:
+    out = _run(["-m", "rlm.scripted", "--help"], {**os.environ})
+    assert "demo     serves scripted-root, scripted-sub" in out
+    assert "echo     serves echo" in out

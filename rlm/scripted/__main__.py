@@ -10,8 +10,24 @@ from rlm.scripted.policies import POLICIES
 from rlm.scripted.server import ScriptedServer
 
 
+def served_models(policy: str) -> list[str]:
+    """The model names `policy` scripts, read off an unstarted server so the help can name them."""
+    server = ScriptedServer()
+    POLICIES[policy](server)
+    return sorted(server._scripts)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rlm.scripted", description=__doc__)
+    listing = "\n".join(f"  {name:8} serves {', '.join(served_models(name))}" for name in sorted(POLICIES))
+    epilog = (
+        f"policies and the models they serve (as --model openai/NAME --api-base http://127.0.0.1:PORT/v1):\n{listing}"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m rlm.scripted",
+        description=__doc__,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--policy", default="echo", help=f"one of: {', '.join(sorted(POLICIES))}")
     parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the first token")
@@ -21,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown policy {args.policy!r}; choose one of: {', '.join(sorted(POLICIES))}")
     with ScriptedServer(ttft=args.ttft, tps=args.tps, port=args.port) as server:
         POLICIES[args.policy](server)
-        print(f"scripted model server (policy {args.policy!r}) at {server.base_url}; Ctrl-C stops it")
+        models = ", ".join(served_models(args.policy))
+        print(f"scripted model server (policy {args.policy!r}: {models}) at {server.base_url}; Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 
