@@ -39,9 +39,10 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from rlm.bridge import gather_items
 from rlm.budget import Budget, Limits
 from rlm.context import Context
-from rlm.engine import EngineSettings, Node, Tree, gather_items
+from rlm.engine import EngineSettings, Node, Tree
 from rlm.events import EventLog
 from rlm.fences import CodeBlock
 from rlm.loop import run

@@ -251,7 +251,7 @@ def test_4xx_is_not_retried(scripted_server: ScriptedServer, status: int) -> Non
 
 
 def test_a_failed_item_fails_alone(scripted_server: ScriptedServer) -> None:
-    from rlm.engine import gather_items
+    from rlm.bridge import gather_items
 
     scripted_server.script("sub", lambda r: Fault(400, "bad item") if "3" in r.messages[-1]["content"] else "ok")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rlm.engine import CHILDREN_AT_ONCE
+from rlm.bridge import CHILDREN_AT_ONCE
 from rlm.scripted import ScriptedServer
 
 CHILDREN = 3 * CHILDREN_AT_ONCE
