@@ -14,124 +14,28 @@ import dataclasses
 import inspect
 import itertools
 import json
-import os
-import re
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
+from rlm.scripted.process import ServerProcess, _Loopback
+from rlm.scripted.script import (
+    Action,
+    ChatRequest,
+    Drop,
+    Fault,
+    Garbage,
+    Outcome,
+    Policy,
+    Reply,
+    RequestRecord,
+    Stall,
+    _Script,
+)
 from rlm.tokens import count_tokens, encoding
-
-Outcome = Literal["in_progress", "completed", "disconnected", "error", "dropped"]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A successful reply; `ttft`/`tps` of None fall back to the script's, then the server's values."""
-
-    text: str
-    ttft: float | None = None
-    tps: float | None = None
-    finish_reason: str = "stop"
-    early_headers: bool = False  # a stream's headers go out at once, its first chunk after ttft (llama.cpp)
-
-
-@dataclass(frozen=True)
-class Fault:
-    """An HTTP error response with an OpenAI-style error body, sent after the time to first token."""
-
-    status: int
-    message: str = ""
-    retry_after: float | None = None
-    ttft: float | None = None
-
-
-@dataclass(frozen=True)
-class Drop:
-    """A 200 reply that sends `text[:after_chars]` and then aborts the TCP connection mid-body."""
-
-    text: str
-    after_chars: int
-    ttft: float | None = None
-    tps: float | None = None
-
-
-@dataclass(frozen=True)
-class Stall:
-    """A reply that stops coming with the connection left open, until the client gives up: a stream
-    sends its headers and `text[:after_chars]` (0: only the opening role chunk), then nothing; a
-    non-streamed reply sends nothing at all (not even its headers)."""
-
-    text: str = ""
-    after_chars: int = 0
-    ttft: float | None = None
-    tps: float | None = None
-
-
-@dataclass(frozen=True)
-class Garbage:
-    """A 200 reply that breaks the protocol: a stream sends `text[:after_chars]`, then `line` as an SSE
-    data line, then the rest of `text` and a normal end; a non-streamed reply is a whole HTTP body
-    holding the first half of its JSON."""
-
-    text: str
-    after_chars: int = 0
-    line: str = '{"choices": [{"index": 0, "delta": {"content": "unterminated'
-    ttft: float | None = None
-    tps: float | None = None
-
-
-Action = Reply | Fault | Drop | Stall | Garbage
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """What a policy sees of one request; `index` counts this script's earlier requests (0-based)."""
-
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool
-    temperature: float | None
-    max_tokens: int | None
-    raw: dict[str, Any]
-    index: int
-
-
-Policy = Callable[[ChatRequest], str | Action | Awaitable[str | Action]]
-
-
-@dataclass
-class RequestRecord:
-    """What happened to one request. Times are `time.time()` so other processes can compare them."""
-
-    id: str
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool
-    received_at: float
-    first_chunk_at: float | None = None
-    chunk_times: list[tuple[float, str]] = field(default_factory=list)
-    finished_at: float | None = None
-    outcome: Outcome = "in_progress"
-    planned_text: str = ""
-    sent_text: str = ""
-    status: int = 200
-
-
-@dataclass
-class _Script:
-    """One model's script and how many requests it has answered (the next ChatRequest.index)."""
-
-    source: Sequence[str | Action] | Policy
-    ttft: float | None
-    tps: float | None
-    served: int = 0
 
 
 class _ScriptError(Exception):
@@ -202,15 +106,6 @@ def _within(action: Action, body: dict[str, Any]) -> Action:
 def _sse(payload: dict[str, Any] | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     return f"data: {data}\n\n".encode()
-
-
-class _Loopback:
-    """A server on 127.0.0.1; subclasses say which `port` it listens on once it runs."""
-
-    @property
-    def base_url(self) -> str:
-        """What litellm's `api_base` takes: the OpenAI-compatible root of this server."""
-        return f"http://127.0.0.1:{self.port}/v1"
 
 
 class ScriptedServer(_Loopback):
@@ -633,65 +528,3 @@ class ScriptedServer(_Loopback):
         self._finish(record, "completed")  # before the body is sent: the client may look at once
         await response.write_eof()
         return response
-
-
-_SERVING_AT = re.compile(r"at (http://127\.0\.0\.1:(\d+)/v1)")
-
-
-class ServerProcess(_Loopback):
-    """`python -m rlm.scripted --policy NAME` as a child process; stops (SIGTERM) on exit."""
-
-    def __init__(self, policy: str, *, ttft: float = 0.0, tps: float | None = None, port: int = 0) -> None:
-        self.policy = policy
-        self.args = ["--port", str(port), "--policy", policy, "--ttft", str(ttft)]
-        if tps is not None:
-            self.args += ["--tps", str(tps)]
-        self._process: subprocess.Popen[str] | None = None
-        self._port: int | None = None
-
-    def start(self, timeout: float = 30.0) -> ServerProcess:
-        """Start the process and return once it serves (it prints its address when it does)."""
-        if self._process is not None:
-            raise RuntimeError("scripted server process is already running")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "rlm.scripted", *self.args], stdout=subprocess.PIPE, text=True, env=env
-        )
-        timer = threading.Timer(timeout, self._process.kill)  # a server that never says where it is
-        timer.start()
-        try:
-            line = self._process.stdout.readline() if self._process.stdout else ""
-        finally:
-            timer.cancel()
-        match = _SERVING_AT.search(line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"scripted server process for policy {self.policy!r} did not start: {line!r}")
-        self._port = int(match.group(2))
-        return self
-
-    def stop(self) -> None:
-        """Terminate the process and wait for it. Idempotent."""
-        process, self._process, self._port = self._process, None, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(5.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self if self._process is not None else self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("scripted server process is not running; call start() first")
-        return self._port
