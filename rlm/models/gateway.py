@@ -168,11 +168,7 @@ class ModelGateway:
         """One reply. Every candidate (the routed model, then its fallback chain) is looked up in the
         cache before any live call, so a re-run after a fallback calls nobody. Identical cacheable
         calls in flight at once share one provider request (single-flight)."""
-        self.budget.ensure_open()
-        decision = self.router.route(origin, messages, model)
-        self._announce(decision.endpoint, origin, decision.reason)
-        candidates = self._candidates(decision.endpoint)
-        keys = [self.cache.key(endpoint, messages) if self.cache else None for endpoint in candidates]
+        decision, candidates, keys = self._begin(messages, origin, model)
         while True:
             hit = self._cached(keys)
             if hit is not None:
@@ -249,11 +245,7 @@ class ModelGateway:
         """Text deltas of one streamed reply. A cached reply (of the routed model or any of its
         fallbacks) is replayed as deltas. Transient failures before the first delta are retried, then
         the fallbacks tried; a failure after it raises StreamInterrupted with the partial text."""
-        self.budget.ensure_open()
-        decision = self.router.route(origin, messages, model)
-        self._announce(decision.endpoint, origin, decision.reason)
-        candidates = self._candidates(decision.endpoint)
-        keys = [self.cache.key(endpoint, messages) if self.cache else None for endpoint in candidates]
+        decision, candidates, keys = self._begin(messages, origin, model)
         hit = self._cached(keys)
         if hit is not None:
             index, reply = hit
@@ -292,6 +284,18 @@ class ModelGateway:
                 if yielded or index + 1 == len(candidates):
                     raise
                 self._fall_back(endpoint, candidates[index + 1], origin, error)
+
+    def _begin(
+        self, messages: list[dict[str, Any]], origin: CallOrigin, model: str | None
+    ) -> tuple[Decision, list[Endpoint], list[str | None]]:
+        """What both paths start with: a closed budget stops the call here, before routing; then the
+        route (announced), its candidates and their cache keys."""
+        self.budget.ensure_open()
+        decision = self.router.route(origin, messages, model)
+        self._announce(decision.endpoint, origin, decision.reason)
+        candidates = self._candidates(decision.endpoint)
+        keys = [self.cache.key(endpoint, messages) if self.cache else None for endpoint in candidates]
+        return decision, candidates, keys
 
     def _candidates(self, endpoint: Endpoint) -> list[Endpoint]:
         """The routed endpoint and its fallback chain, all checked by local-only mode first, each with
