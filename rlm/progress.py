@@ -37,6 +37,7 @@ class Progress:
         self.cost = 0.0
         self.nodes = 0
         self._spinner: Spinner | None = None
+        self._errors_shown: set[str] = set()
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -74,8 +75,10 @@ class Progress:
             retry = event.get("retry_in_s")
             if event["role"] != "root" and retry is None:
                 self.in_flight = max(0, self.in_flight - 1)
-            then = f"retrying in {retry:.1f} s" if retry is not None else "giving up"
-            self.console.print(f"[yellow]{escape(self._safe(event['error']))} ({then})[/]", highlight=False)
+            if event["error"] not in self._errors_shown:  # the same failure on every retry reads once
+                self._errors_shown.add(event["error"])
+                then = f"retrying in {retry:.1f} s" if retry is not None else "giving up"
+                self.console.print(f"[yellow]{escape(self._safe(event['error']))} ({then})[/]", highlight=False)
         elif kind == "sandbox_layers" and self.verbose and not event["path"]:
             missing = f"the REPL sandbox runs without these OS layers: {', '.join(event['missing'])}"
             self.console.print(f"[yellow]{escape(self._safe(missing))}[/]", highlight=False)

@@ -379,6 +379,9 @@ def _body_error(data: Any, model: str) -> ProviderError:
     )
 
 
+CHECK_SERVER = "check that the model server is running and that api_base names its host and port"
+
+
 def _network_error(exc: BaseException, model: str, timeouts: Timeouts, wait: Wait) -> ProviderError:
     """A connection that failed, timed out or broke mid-reply: transient, like litellm's APIConnectionError.
     A wait that ran out names its setting (`wait`, unless it was the connection's)."""
@@ -389,6 +392,9 @@ def _network_error(exc: BaseException, model: str, timeouts: Timeouts, wait: Wai
     if isinstance(exc, ValueError):  # a body or stream line that is not JSON
         return ProviderError(f"{model}: APIError: the server sent malformed JSON: {exc}", model=model, transient=True)
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = "connection refused" if isinstance(exc.os_error, ConnectionRefusedError) else str(exc.os_error)
+        detail = f"nothing answers at {exc.host}:{exc.port} ({why}); {CHECK_SERVER}"
     if isinstance(exc, aiohttp.ClientPayloadError):
         detail = f"the connection broke mid-reply ({detail})"
     return ProviderError(f"{model}: APIConnectionError: {detail}", model=model, transient=True)

@@ -110,6 +110,15 @@ def classify(exc: BaseException, model: str) -> ProviderError:
             model=model,
             status_code=status,
         )
+    if _refused(exc):  # litellm reports a refused connection as a 500 "Connection error"
+        from rlm.models.openai_transport import CHECK_SERVER
+
+        return ProviderError(
+            f"{model}: APIConnectionError: nothing answers at the server's address (connection refused); "
+            + CHECK_SERVER,
+            model=model,
+            transient=True,
+        )
     return ProviderError(
         f"{model}: {_short(exc)}",
         model=model,
@@ -117,6 +126,18 @@ def classify(exc: BaseException, model: str) -> ProviderError:
         transient=transient,
         retry_after=_retry_after(exc),
     )
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection was refused somewhere in the chain litellm and httpx wrapped it in."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "Connection refused" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _short(exc: BaseException) -> str:
