@@ -186,9 +186,10 @@ ATTACKS = [
     ),
     (
         "answer-colliding-key",
-        "class K:\n    n = 0\n    def __hash__(self):\n        return hash('content')\n"
-        "    def __eq__(self, other):\n        K.n += 1\n        while K.n > 1:\n            pass\n"
-        "        return False\nanswer[K()] = 1",
+        # armed once it is in: however often the insertion compares it, only the host's later reads hang
+        "class K:\n    armed = False\n    def __hash__(self):\n        return hash('content')\n"
+        "    def __eq__(self, other):\n        while K.armed:\n            pass\n"
+        "        return False\nanswer[K()] = 1\nK.armed = True",
         None,
         "was reset",
     ),
