@@ -88,7 +88,9 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--timeout", type=float, help="Wall-clock limit of a run (the whole tree), in seconds."),
         click.option("--max-cost", type=float, help="Cost limit of a run (the whole tree), in USD."),
         click.option("--max-tokens", type=int, help="Token limit of a run (the whole tree)."),
-        click.option("--max-calls", type=int, help="Model-call limit of a run (the whole tree)."),
+        click.option(
+            "--max-calls", type=int, help="Model-call limit of a run (the whole tree; default 1000, 0: no limit)."
+        ),
         click.option(
             "--max-completion-tokens",
             type=int,
@@ -155,8 +157,12 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _settings(fallbacks: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
-    """Engine options as `RLM(...)` keyword arguments (unset flags stay unset)."""
+    """Engine options as `RLM(...)` keyword arguments (unset flags stay unset). Every command that
+    runs the engine passes here: the process is rlm's own, so litellm's import may freeze its heap."""
     from rlm.config import parse_fallbacks
+    from rlm.models.pricing import own_process
+
+    own_process()
 
     if fallbacks:
         options["fallbacks"] = parse_fallbacks(";".join(fallbacks), "--fallback")

@@ -19,6 +19,7 @@ import importlib
 import operator
 import string
 import sys
+import threading
 import types
 import weakref
 from collections.abc import Callable
@@ -61,9 +62,29 @@ _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
 
 USER_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
 # The `__name__` of a REPL namespace, so the `__module__` of the cell's classes. An empty module of
-# that name is registered because dataclasses looks the class's module up (string annotations).
+# that name is registered while a REPL runs in the process, because dataclasses looks the class's
+# module up (string annotations); importing the sandbox leaves the host's `sys.modules` alone.
 REPL_MODULE = "__repl__"
-sys.modules.setdefault(REPL_MODULE, types.ModuleType(REPL_MODULE))
+_repl_holders = 0
+_repl_lock = threading.Lock()
+
+
+def hold_repl_module() -> None:
+    """Register the empty REPL module for an interpreter about to run cells in this process."""
+    global _repl_holders
+    with _repl_lock:
+        if not _repl_holders:
+            sys.modules.setdefault(REPL_MODULE, types.ModuleType(REPL_MODULE))
+        _repl_holders += 1
+
+
+def release_repl_module() -> None:
+    """The interpreter is done: the last one to go takes the module out of `sys.modules` again."""
+    global _repl_holders
+    with _repl_lock:
+        _repl_holders = max(0, _repl_holders - 1)
+        if not _repl_holders:
+            sys.modules.pop(REPL_MODULE, None)
 
 
 def _blocked_name(name: str, obj: Any = None) -> str | None:

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.guards import REPL_MODULE, guard_globals, make_builtins
+from sandbox.guards import REPL_MODULE, guard_globals, hold_repl_module, make_builtins
 from sandbox.limits import CellLimits
 from sandbox.modules import ModuleProxy
 from sandbox.output import OutputBuffer, OutputFlood, Printer
@@ -90,6 +90,7 @@ class Interpreter:
         self.restoring = False  # re-running definitions after a restart: no host calls
         self.engine = self._engine_names(context)
         self.stores = stores_of(context)[0]  # what snapshot views may point into (sandbox/plain.py)
+        hold_repl_module()  # released by in-process sessions; a sandbox process keeps it to its end
         self.ns: dict[str, Any] = {
             "__builtins__": make_builtins(),
             "__name__": REPL_MODULE,

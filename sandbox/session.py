@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 from rlm.errors import RLMError
 from rlm.types import CellOutcome
 from sandbox import oslayer
+from sandbox.guards import release_repl_module
 from sandbox.limits import CellLimits
 from sandbox.plain import to_plain
 from sandbox.protocol import AsyncChannel, ChannelClosed, ProtocolViolation
@@ -481,6 +482,7 @@ class InProcessSession(Session):
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the result
                     future.get_loop().call_soon_threadsafe(_settle, future, result)
         finally:
+            release_repl_module()
             self._exited.set_result(None)
 
     def _call_from_thread(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:

@@ -59,8 +59,9 @@ def zygote() -> None:
     """Import litellm, then fork one worker per control socket the host sends on fd 0, until it hangs up."""
     import rlm.models.provider  # noqa: F401 - imported once here, for every forked worker
     from rlm.loop import loop_factory, run
-    from rlm.models.pricing import litellm
+    from rlm.models.pricing import litellm, own_process
 
+    own_process()
     litellm()  # the import, and gc.freeze: forked workers share the frozen heap
     loop_factory()  # imports uvloop here too, once
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel

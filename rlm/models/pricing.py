@@ -67,20 +67,44 @@ SELF_NAMED = frozenset(
 TIER = re.compile(r"input_cost_per_token_above_(\d+)k_tokens")
 
 
+_owned = False
+
+
+def own_process() -> None:
+    """Mark this process as rlm's own (the CLI, a forked worker): its heap may then be frozen for speed.
+    A Python caller's process (a notebook's kernel) is never marked, so rlm leaves its `gc` alone."""
+    global _owned
+    _owned = True
+
+
 @cache
 def litellm() -> ModuleType:
     """Import litellm once, offline: its cost map from the package, no feedback banners. Only the
     litellm transport (providers that do not speak the OpenAI protocol) needs it.
 
+    litellm reads LITELLM_LOCAL_MODEL_COST_MAP while it is imported, and its encoding module (which
+    every call loads) sets TIKTOKEN_CACHE_DIR to load its one encoding: both hold for the import only, and the
+    caller's environment is put back as it was after it (rlm.tokens builds its encodings itself).
+
     The import leaves some 300,000 long-lived objects, and each full collection of the cyclic garbage
     collector walks them all: ~0.2 s with the event loop stopped, every few hundred model calls.
-    Freezing what exists after the import (`gc.freeze`) takes them out of every later collection.
+    In a process rlm owns, freezing what exists after the import (`gc.freeze`) takes them out of
+    every later collection.
     """
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm as module
-
+    saved = {key: os.environ.get(key) for key in ("LITELLM_LOCAL_MODEL_COST_MAP", "TIKTOKEN_CACHE_DIR")}
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # a value of the user's own stays
+    try:
+        import litellm as module
+        import litellm.litellm_core_utils.default_encoding  # every call loads it; it sets the variable
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     module.suppress_debug_info = True
-    gc.freeze()  # no gc.collect() first: it costs ~0.2 s here and finds no garbage after this import
+    if _owned:
+        gc.freeze()  # no gc.collect() first: it costs ~0.2 s here and finds no garbage after this import
     return module
 
 
