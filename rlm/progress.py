@@ -78,15 +78,19 @@ class Progress:
             if event["error"] not in self._errors_shown:  # the same failure on every retry reads once
                 self._errors_shown.add(event["error"])
                 then = f"retrying in {retry:.1f} s" if retry is not None else "giving up"
-                self.console.print(f"[yellow]{escape(self._safe(event['error']))} ({then})[/]", highlight=False)
+                self._warn(f"{event['error']} ({then})")
         elif kind == "sandbox_layers" and self.verbose and not event["path"]:
-            missing = f"the REPL sandbox runs without these OS layers: {', '.join(event['missing'])}"
-            self.console.print(f"[yellow]{escape(self._safe(missing))}[/]", highlight=False)
+            self._warn(f"the REPL sandbox runs without these OS layers: {', '.join(event['missing'])}")
         elif kind == "call_workers" and event.get("error"):
-            warning = f"call workers could not start ({event['error']}); the calls were made in this process"
-            self.console.print(f"[yellow]{escape(self._safe(warning))}[/]", highlight=False)
+            self._warn(f"call workers could not start ({event['error']}); the calls were made in this process")
         if self._spinner is not None:
             self._spinner.update(self._line())
+
+    def _warn(self, text: str) -> None:
+        """One yellow line. Off a terminal it is not wrapped at the console's guessed 80 columns: a log
+        or a CI page shows it whole, and grep finds it on one line."""
+        soft = not self.console.is_terminal
+        self.console.print(f"[yellow]{escape(self._safe(text))}[/]", highlight=False, soft_wrap=soft)
 
     def _safe(self, text: str) -> str:
         return neutralise(text) if self.console.is_terminal else text
@@ -96,7 +100,9 @@ class Progress:
         return f"{node} · turn {event['iteration']} · block {event['index'] + 1}"
 
     def _show_code(self, event: Event) -> None:
-        code = Syntax(self._safe(event["code"]), "python", theme="ansi_dark", background_color="default")
+        code = Syntax(
+            self._safe(event["code"]), "python", theme="ansi_dark", background_color="default", word_wrap=True
+        )
         self.console.print(Panel(code, title=f"running: {self._where(event)}", title_align="left"))
 
     def _show_output(self, event: Event) -> None:

@@ -1,9 +1,15 @@
-"""How results and engines read in a REPL and a notebook: short text, escaped HTML, never the key."""
+"""How results, engines and a run's progress read: short text and escaped HTML in a REPL or a notebook
+(never the key); on stderr, code panels that wrap and warnings kept whole off a terminal."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
 from rlm.api import RLM
-from rlm.scripted import ChatRequest, ScriptedServer
+from rlm.cli import main
+from rlm.scripted import ChatRequest, Fault, ScriptedServer
 
 
 def _engine(server: ScriptedServer, **options: object) -> RLM:
@@ -43,3 +49,30 @@ def test_engine_repr_names_models_and_limits_but_never_the_key(scripted_server: 
     text = repr(engine)
     assert "model='openai/test-root'" in text and "max_cost=0.5" in text and "max_calls=20" in text
     assert "sk-secret-123" not in text and "api_key" not in text
+
+
+def _verbose_query(server: ScriptedServer, tmp_path: Path, *flags: str) -> Result:
+    context = tmp_path / "ctx.txt"
+    context.write_text("data")
+    args = ["query", "-c", str(context), "-m", "openai/test-root", "--api-base", server.base_url, "--api-key", "k"]
+    return CliRunner().invoke(main, [*args, "--sandbox", "inprocess", "--no-cache", *flags, "q"])
+
+
+def test_code_panels_wrap_long_lines_instead_of_cutting_them(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    long_line = "total = " + " + ".join(f"len('{i:03}')" for i in range(25)) + "  # THE-END-OF-THE-LINE"
+    assert len(long_line) > 300
+    scripted_server.script("test-root", [f'```repl\n{long_line}\nFINAL("done")\n```'])
+    run = _verbose_query(scripted_server, tmp_path, "-v")
+    assert run.exit_code == 0, run.stderr
+    assert "THE-END-OF-THE-LINE" in run.stderr  # the panel is 80 columns wide off a terminal
+    assert "len('024')" in run.stderr
+
+
+def test_warnings_off_a_terminal_are_not_wrapped(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    reason = "the upstream pool is draining " + "and a long explanation follows " * 6 + "THE-END"
+    scripted_server.script("test-root", [Fault(503, reason, retry_after=0), '```repl\nFINAL("done")\n```'])
+    run = _verbose_query(scripted_server, tmp_path)
+    assert run.exit_code == 0, run.stderr
+    warning = next(line for line in run.stderr.splitlines() if "the upstream pool is draining" in line)
+    assert "THE-END" in warning and "retrying in" in warning
+    assert len(warning) > 200
