@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rlm.config import DEFAULT_MAX_CALLS
 from rlm.errors import BudgetExceeded
 from rlm.types import ZERO_USAGE, Status, Usage
 
@@ -164,7 +165,7 @@ class Budget:
         reply = f"its prompt and a reply of up to {worst.completion_tokens:,} tokens; a lower max_completion_tokens"
         reply += " fits more calls"
         if limits.max_calls is not None and total.calls > limits.max_calls:
-            return BudgetExceeded(Status.MAX_CALLS, f"the limit of {limits.max_calls:,} model calls was reached")
+            return BudgetExceeded(Status.MAX_CALLS, calls_message(limits.max_calls))
         if limits.max_cost is not None and total.cost_usd > limits.max_cost:
             return BudgetExceeded(
                 Status.MAX_COST,
@@ -193,6 +194,14 @@ class Budget:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def calls_message(max_calls: int) -> str:
+    """The call limit reached, and how to raise or lift it (the default one trips on runaway loops)."""
+    return (
+        f"the limit of {max_calls:,} model calls was reached (max_calls; the default is {DEFAULT_MAX_CALLS:,}): "
+        "raise it with --max-calls N (RLM(max_calls=N), RLM_MAX_CALLS), or lift it with 0"
+    )
 
 
 def _without(total: Usage, part: Usage) -> Usage:

@@ -16,6 +16,10 @@ from rlm.errors import ConfigError
 
 ENV_PREFIX = "RLM_"
 
+# Model calls a run may make, tree-wide, unless told otherwise: a loop of batches in model-written code
+# is bounded by default. `max_calls = 0` (or "none" in the environment and the config file) lifts it.
+DEFAULT_MAX_CALLS = 1000
+
 NO_MODEL_MESSAGE = """\
 No model is configured. rlm needs a root model and, optionally, a cheaper sub-model (litellm names).
   Hosted model:  export OPENAI_API_KEY=...  then
@@ -40,7 +44,7 @@ class Settings:
     timeout: float | None = None
     max_cost: float | None = None
     max_tokens: int | None = None
-    max_calls: int | None = None
+    max_calls: int | None = DEFAULT_MAX_CALLS  # None: no limit (given as 0 or "none")
     # the longest reply one call may get, sent as its max_tokens; with max_cost or max_tokens set and
     # this unset, 8192: a call is sent only when its prompt and a reply this long fit in those limits
     max_completion_tokens: int | None = None
@@ -189,6 +193,8 @@ def resolve_settings(**explicit: Any) -> Settings:
             values[name] = _convert(name, env, hints[name], f"${ENV_PREFIX}{name.upper()}")
         elif name in from_file:
             values[name] = _convert(name, from_file[name], hints[name], str(config_path()))
+    if values.get("max_calls") == 0:
+        values["max_calls"] = None  # 0 lifts the default call limit
     settings = Settings(**values)
     if settings.after_block not in ("continue", "stop", "wait"):
         raise ConfigError(f"after_block must be 'continue', 'stop' or 'wait', got {settings.after_block!r}.")

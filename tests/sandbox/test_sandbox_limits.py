@@ -1,0 +1,54 @@
+"""Limits that hold against hostile code: what a runaway program costs is bounded by default.
+
+Each attack runs through the engine against the scripted server, so what was sent is counted on the
+server's side, not only by rlm.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlm import RLM, Status
+from rlm.config import DEFAULT_MAX_CALLS, resolve_settings
+from rlm.scripted import Reply, ScriptedServer
+
+ROOT, SUB = "openai/test-root", "openai/test-sub"
+
+ENDLESS_BATCHES = """```repl
+while True:
+    llm_query_batched(["again"] * 100)
+```"""
+
+
+def engine(server: ScriptedServer, **options: object) -> RLM:
+    options.setdefault("sandbox", "process")
+    return RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", **options)
+
+
+def test_an_endless_loop_of_batches_stops_at_the_default_call_budget(scripted_server: ScriptedServer) -> None:
+    scripted_server.script("test-root", [ENDLESS_BATCHES])
+    scripted_server.script("test-sub", lambda request: Reply("ok"))
+    result = engine(scripted_server, max_iterations=1).query("ctx", "q")
+    assert result.status is Status.MAX_CALLS
+    assert f"the limit of {DEFAULT_MAX_CALLS:,} model calls was reached" in (result.error or "")
+    assert "--max-calls" in (result.error or "") and "max_calls" in (result.error or "")
+    assert len(scripted_server.records()) <= DEFAULT_MAX_CALLS
+
+
+def test_a_lower_call_budget_stops_the_loop_sooner(scripted_server: ScriptedServer) -> None:
+    scripted_server.script("test-root", [ENDLESS_BATCHES])
+    scripted_server.script("test-sub", lambda request: Reply("ok"))
+    result = engine(scripted_server, max_iterations=1, max_calls=150).query("ctx", "q")
+    assert result.status is Status.MAX_CALLS and "the limit of 150 model calls" in (result.error or "")
+    assert len(scripted_server.records()) <= 150
+
+
+@pytest.mark.parametrize(("explicit", "env", "expected"), [(None, None, 1000), (0, None, None), (None, "none", None)])
+def test_the_call_budget_is_lifted_by_zero_or_none(
+    monkeypatch: pytest.MonkeyPatch, explicit: int | None, env: str | None, expected: int | None
+) -> None:
+    if env is None:
+        monkeypatch.delenv("RLM_MAX_CALLS", raising=False)
+    else:
+        monkeypatch.setenv("RLM_MAX_CALLS", env)
+    assert resolve_settings(max_calls=explicit).max_calls == expected
