@@ -1,4 +1,4 @@
-"""Concurrency of the engine against the local scripted server (issue 5).
+"""Concurrency of the engine against the local scripted server: fan-out, trees and streams against their ideal times.
 
     .venv/bin/python benchmarks/bench_concurrency.py [--quick] [--repeat 3] [--in-thread] [--call-workers 3]
 

@@ -95,7 +95,7 @@ class Node(HostCalls):
         self.partial: str | None = None  # the best answer so far: answer["content"] when set
         self.turns = 0
         self._children = 0
-        self.speculative = SpeculativeCalls()  # calls prefetched for the running cell's loop (issue 5)
+        self.speculative = SpeculativeCalls()  # calls prefetched for the running cell's loop
 
     def _child(self, context: Context, question: str, model: str | None) -> Node:
         return Node(self.tree, (*self.path, self._children), context, question, model)

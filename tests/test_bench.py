@@ -61,7 +61,6 @@ def test_solver_code_solves_tasks_honestly(suite: str, length: int, n: int, floo
     tasks = load_suite(suite, n=n, length=length)
     scores = [score(t, _solve_without_engine(t)) for t in tasks]
     assert sum(scores) / len(scores) >= floor
-    assert sum(scores) / len(scores) <= 1.0
 
 
 def test_sub_policy_is_a_heuristic_not_an_oracle() -> None:

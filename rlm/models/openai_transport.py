@@ -31,7 +31,7 @@ import aiohttp
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models.openai_compat import providers
 from rlm.models.pricing import provider_of, usage_of
-from rlm.models.provider import MISSING_KEY, TRANSIENT_STATUS, Endpoint, Timeouts, Wait, prompt_tokens
+from rlm.models.provider import CHECK_SERVER, MISSING_KEY, TRANSIENT_STATUS, Endpoint, Timeouts, Wait, prompt_tokens
 from rlm.tokens import count_tokens
 from rlm.types import Completion, Usage
 
@@ -377,9 +377,6 @@ def _body_error(data: Any, model: str) -> ProviderError:
         status_code=status,
         transient=(status is None or status in TRANSIENT_STATUS) and not context,
     )
-
-
-CHECK_SERVER = "check that the model server is running and that api_base names its host and port"
 
 
 def _network_error(exc: BaseException, model: str, timeouts: Timeouts, wait: Wait) -> ProviderError:

@@ -23,6 +23,7 @@ from rlm.types import Completion, Usage
 
 NO_KEY = "sk-no-key"
 MISSING_KEY = re.compile(r"missing credentials|api[_ ]key.*(not set|must be set|missing)|no api key", re.IGNORECASE)
+CHECK_SERVER = "check that the model server is running and that api_base names its host and port"
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 T = TypeVar("T")
 Wait = Literal["connect", "first_byte", "idle"]
@@ -111,8 +112,6 @@ def classify(exc: BaseException, model: str) -> ProviderError:
             status_code=status,
         )
     if _refused(exc):  # litellm reports a refused connection as a 500 "Connection error"
-        from rlm.models.openai_transport import CHECK_SERVER
-
         return ProviderError(
             f"{model}: APIConnectionError: nothing answers at the server's address (connection refused); "
             + CHECK_SERVER,
