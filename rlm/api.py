@@ -78,6 +78,7 @@ class RLMResult:
     usage_by_role: dict[str, Usage] = field(default_factory=dict)  # spent per role: root, sub, aggregate
     cache_hits: int = 0  # calls answered from the response cache (they cost nothing)
     saved_usd: float = 0.0  # what the cache hits cost when they were made
+    saved_tokens: int = 0  # the tokens of the cache hits' replies when they were made
 
     @property
     def ok(self) -> bool:
@@ -118,6 +119,7 @@ class RLMResult:
             "usage_by_role": {role: asdict(usage) for role, usage in self.usage_by_role.items()},
             "cache_hits": self.cache_hits,
             "saved_usd": self.saved_usd,
+            "saved_tokens": self.saved_tokens,
             "sub_calls": self.sub_calls,
             "iterations": self.iterations,
             "wall_time_s": round(self.wall_time_s, 3),
@@ -277,6 +279,7 @@ class RLM:
                 usage_by_role=dict(gateway.usage_by_role),
                 cache_hits=gateway.cache_hits,
                 saved_usd=gateway.saved_usd,
+                saved_tokens=gateway.saved_tokens,
             )
 
     async def adirect(
@@ -336,6 +339,7 @@ class RLM:
                 usage_by_role=dict(gateway.usage_by_role),
                 cache_hits=gateway.cache_hits,
                 saved_usd=gateway.saved_usd,
+                saved_tokens=gateway.saved_tokens,
             )
 
     def query(self, context: Any, question: str, *, progress: bool | None = None, **kwargs: Any) -> RLMResult:

@@ -85,7 +85,8 @@ def cost_text(result: RLMResult) -> str:
     if not result.cost_complete:
         text += " (some models have no price: cost incomplete)"
     if result.cache_hits:
-        text += f", {count(result.cache_hits, 'call')} from the cache saved ${result.saved_usd:.4f}"
+        saved = f"{result.saved_tokens:,} tokens, ${result.saved_usd:.4f}"
+        text += f", {count(result.cache_hits, 'call')} from the cache saved {saved}"
     return text
 
 

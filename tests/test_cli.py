@@ -319,3 +319,32 @@ def test_api_errors_name_arguments_and_the_cli_names_flags(tmp_path: Path, monke
     assert done.returncode == 1 and "--api-key" in done.stderr and "RLM(" not in done.stderr
     done = run(["query", "q", "--context", str(tmp_path / "ctx.txt")], tmp_path)
     assert "--model ollama_chat/qwen3" in done.stderr and "RLM(" not in done.stderr
+
+
+@pytest.mark.parametrize("priced", [True, False])
+def test_a_cached_rerun_reports_what_it_saved(scripted_server: ScriptedServer, tmp_path: Path, priced: bool) -> None:
+    """The second run is served from the cache: it spends nothing, saves what the first spent, and says
+    whether that cost is complete exactly as the live run did."""
+    root, sub = ("gpt-4o-mini", "gpt-4o") if priced else ("test-root", "test-sub")
+    scripted_server.script(root, ['```repl\nprint(llm_query("summarise"))\n```', '```repl\nFINAL("done")\n```'])
+    scripted_server.script(sub, ["a summary " * 20])
+    env = {**clean_env(tmp_path), "RLM_CACHE": "true", "RLM_CACHE_DIR": str(tmp_path / "cache")}
+    args = query_args(scripted_server, tmp_path, "--json", "--model", f"openai/{root}", "--sub-model", f"openai/{sub}")
+    reports = []
+    for _ in range(2):
+        done = subprocess.run(RLM_COMMAND + args, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    live, cached = reports
+    assert len(scripted_server.records()) == 3  # two root turns and a sub-call, all from the first run
+    assert live["usage"]["calls"] == 3 and live["cache_hits"] == 0 and live["saved_usd"] == 0
+    assert (live["cost_usd"] > 0) is priced and live["cost_complete"] is priced
+    assert cached["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0, "priced": priced, "calls": 0}
+    assert cached["cache_hits"] == 3 and cached["cost_usd"] == 0
+    assert cached["saved_usd"] == pytest.approx(live["cost_usd"])
+    assert cached["saved_tokens"] == live["usage"]["prompt_tokens"] + live["usage"]["completion_tokens"] > 0
+    assert cached["cost_complete"] is priced
+    assert {model: usage["priced"] for model, usage in cached["usage_by_model"].items()} == {
+        f"openai/{root}": priced,
+        f"openai/{sub}": priced,
+    }

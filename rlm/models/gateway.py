@@ -144,6 +144,7 @@ class ModelGateway:
         self.sub_calls = 0  # calls made from REPL code (llm_query and friends), not root turns
         self.cache_hits = 0
         self.saved_usd = 0.0
+        self.saved_tokens = 0
         self._in_flight: dict[str, asyncio.Future[tuple[int, Completion]]] = {}  # single-flight, by cache key
         if local_only is not None:  # a misconfigured run fails before its first call, not midway
             for endpoint in self.router.routes.configured():
@@ -471,15 +472,19 @@ class ModelGateway:
         await asyncio.sleep(delay)
 
     def _account(self, completion: Completion, origin: CallOrigin, messages: list[dict[str, Any]], reason: str) -> None:
-        """Record what a call spent: nothing for a cache hit (its would-be cost is counted as saved)."""
+        """Record what a call spent: nothing for a cache hit (its would-be tokens and cost are counted as
+        saved), whose usage still says whether the model has a price, as the live call's did."""
         model, role = completion.model, origin.role.value
-        spent = ZERO_USAGE if completion.cached else completion.usage
-        saved = completion.usage.cost_usd if completion.cached else 0.0
+        cached = completion.cached
+        spent = Usage(priced=completion.usage.priced, calls=0) if cached else completion.usage
+        saved = completion.usage.cost_usd if cached else 0.0
+        saved_tokens = completion.usage.total_tokens if cached else 0
         if origin.role is not Role.ROOT:
             self.sub_calls += 1
-        if completion.cached:
+        if cached:
             self.cache_hits += 1
             self.saved_usd += saved
+            self.saved_tokens += saved_tokens
         self.usage_by_model[model] = self.usage_by_model.get(model, ZERO_USAGE) + spent
         self.usage_by_role[role] = self.usage_by_role.get(role, ZERO_USAGE) + spent
         self.events.emit(
@@ -494,6 +499,7 @@ class ModelGateway:
             priced=completion.usage.priced,
             cached=completion.cached,
             saved_usd=saved,
+            saved_tokens=saved_tokens,
             latency_s=round(completion.latency_s, 4),
             finish_reason=completion.finish_reason,
             prompt=clip(messages[-1].get("content", ""), TRACE_CHARS) if origin.role is not Role.ROOT else None,
