@@ -24,7 +24,8 @@ from typing import Any
 import ahocorasick
 import re2
 
-from rlm.context import Context, DocumentList, TextView, _view_of_str
+from rlm.context import Context, DocumentList, TextView
+from rlm.context.views import view_of_str
 from rlm.tokens import DEFAULT_ENCODING, encoding
 
 __all__ = ["chunk_chars", "chunk_lines", "chunk_tokens", "count_tokens", "grep", "regex", "search"]
@@ -110,7 +111,7 @@ def _texts(text: Any) -> list[tuple[int | None, TextView, bool]]:
     if text is None:
         raise TypeError("no text to work on: pass a str or a view of `context`")
     if isinstance(text, str):
-        return [(None, _view_of_str(text), True)]
+        return [(None, view_of_str(text), True)]
     if isinstance(text, TextView):
         return [(None, text, False)]
     if isinstance(text, (DocumentList, list, tuple)):

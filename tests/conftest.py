@@ -13,13 +13,15 @@ from rlm.scripted import ScriptedServer
 
 
 def shrink_context_windows(mp: pytest.MonkeyPatch) -> None:
-    """Tiny index steps, blocks and scan windows in rlm.context, so small texts cross every boundary."""
-    import rlm.context as ctxmod
+    """Tiny index steps, blocks and scan windows in rlm.context, so small texts cross every boundary.
+    A size is patched in every module of the package that holds it (each imported its own binding)."""
+    from rlm.context import loaders, store, views
 
-    mp.setattr(ctxmod, "K", 5)
-    mp.setattr(ctxmod, "_BLOCK", 16)
-    mp.setattr(ctxmod, "_WINDOW", 8)
-    mp.setattr(ctxmod, "_COUNT_WINDOW", 8)
+    sizes = {"K": 5, "BLOCK": 16, "WINDOW": 8, "_COUNT_WINDOW": 8}
+    for module in (store, loaders, views):
+        for name, value in sizes.items():
+            if hasattr(module, name):
+                mp.setattr(module, name, value)
 
 
 @pytest.fixture(scope="session")

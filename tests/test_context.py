@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rlm.context as ctxmod
+import rlm.context.store as ctxstore
 from rlm.context import Context, DocumentList, TextView, close
 from rlm.errors import ContextError
 from tests.conftest import shrink_context_windows
@@ -115,8 +115,8 @@ def test_repr_never_dumps_a_big_text() -> None:
 def test_deep_slices_use_the_index_not_a_scan() -> None:
     """With the real K, a slice far into a multi-byte text is right and costs O(K), not O(n)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ctxmod, "K", 4096)
-        mp.setattr(ctxmod, "_BLOCK", 1 << 20)
+        mp.setattr(ctxstore, "K", 4096)
+        mp.setattr(ctxstore, "BLOCK", 1 << 20)
         text = "".join(f"{i}:é東😀\n" for i in range(60_000))
         ctx = Context.from_value(text)
         for a in (0, 1, 4095, 4096, 123_457, len(text) - 9):
@@ -243,7 +243,7 @@ def test_pickle_and_close() -> None:
     assert copy == "text" and copy._store is ctx._store
     path = ctx._store.spec()["path"]
     close(ctx)
-    assert ctx._store.spec()["token"] not in ctxmod._OPEN
+    assert ctx._store.spec()["token"] not in ctxstore.OPEN_STORES
     assert not os.path.exists(path) or not ctx._store.resources
 
 

@@ -416,15 +416,17 @@ def test_a_forged_child_context_is_refused_end_to_end(
     scripted_server: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     """Review A2: a cell cannot make the host open a path through rlm_query(context=...)."""
-    import rlm.context
+    import rlm.context.views
     from rlm import RLM
 
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP SECRET")
     opened: list[Any] = []
-    for name in ("_open_spec_store", "_file_store"):
-        real = getattr(rlm.context, name)
-        monkeypatch.setattr(rlm.context, name, lambda spec, *a, _real=real: (opened.append(spec), _real(spec, *a))[1])
+    for name in ("open_spec_store", "file_store"):
+        real = getattr(rlm.context.views, name)
+        monkeypatch.setattr(
+            rlm.context.views, name, lambda spec, *a, _real=real: (opened.append(spec), _real(spec, *a))[1]
+        )
     forged = FORGED_SPEC.format(path=str(secret))
     outputs: list[str] = []
 
@@ -448,7 +450,7 @@ def test_the_engine_rebuilds_a_child_context_only_from_its_own(monkeypatch: pyte
     import ast
     import types
 
-    import rlm.context
+    import rlm.context.views
     from rlm.context import Context
     from rlm.engine import Node
     from sandbox.plain import ContextRefused, context_of_ref
@@ -456,8 +458,8 @@ def test_the_engine_rebuilds_a_child_context_only_from_its_own(monkeypatch: pyte
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP SECRET")
     opened: list[Any] = []
-    real = rlm.context._open_spec_store
-    monkeypatch.setattr(rlm.context, "_open_spec_store", lambda spec: (opened.append(spec), real(spec))[1])
+    real = rlm.context.views.open_spec_store
+    monkeypatch.setattr(rlm.context.views, "open_spec_store", lambda spec: (opened.append(spec), real(spec))[1])
     whole = Context.from_value("0123456789" * 10)
     own = whole[10:50]
     tree = types.SimpleNamespace(settings=types.SimpleNamespace(max_depth=3))

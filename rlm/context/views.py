@@ -1,496 +1,30 @@
-"""The shared context: one mmap-backed UTF-8 text (or list of documents) for the whole RLM tree.
-
-An RLM exists to read contexts far larger than a prompt, so the text is never copied per REPL or per
-child: the user's file is mmapped read-only (bytes or str given by a Python caller are written once to
-an anonymous, sealed memfd and mmapped the same way). Every view (a slice, a document, a chunk) is a
-character range over that one mapping. `to_spec()` names the file plus a range; `Context.from_spec()`
-in a worker process mmaps the same file, so 32 REPLs over a 1 GB file share one copy in the page cache.
-
-Index and complexity. Loading a text validates it and builds, in one pass, a checkpoint table: for
-every K = 4096th character, its byte offset and the number of newlines before it (16 bytes per K
-characters, i.e. 4 MB per GB of ASCII). The owner writes the table to a memfd that workers mmap, so
-`from_spec` is O(1). Character -> byte is then O(1) table lookup + decoding at most 4K characters;
-byte -> character and line numbers are O(log n) bisection + the same local work; pure-ASCII texts skip
-all of it (characters are bytes). So `len` is O(1), `ctx[i:j]` is O(log n + K) and makes no copy.
-
-str-parity rules (what REPL code sees). A text view is not a `str` subclass, but behaves like a
-read-only str: `len`, `ctx[i]`, `ctx[i:j]` (a view, no copy), `in`, `find`/`rfind`/`index`/`count`,
-`startswith`/`endswith`, `==`/`hash`/ordering with str, `+` and f-strings, `str(ctx)` (the real
-str, materialised once and cached on that view), `splitlines()`, `split()`, `lines()` (a lazy line
-iterator) and `encode()`. Searching methods run over the mapped bytes without copying it. What copies:
-`str(view)`, f-strings and `+` (the whole view), `splitlines()`/`split()` (a list the size of the
-view), a slice with a step, `hash`/`<`, and any other str method (`upper`, `replace`, `strip`, ...),
-which is forwarded to `str(view)`. So slice or chunk first, and use `search`/`regex`/`grep`, `lines()`
-or `count` on the whole context. `isinstance(ctx, str)` is False: where a library insists on a real
-str (`re`, `json`), pass `str(view)` of a slice. Line numbers count "\n" (as grep does). A list of
-documents behaves like a list: `len` is the number of documents, `ctx[i]` or `ctx["name"]` is a
-document view with `.name`, and iteration yields the documents. Views are not str, so `str.join`
-refuses them: `"\\n".join(map(str, chunks))`. `view * n`, `int(view)` and `float(view)` work as on str.
-
-The file must not change during a run. A mapped file is read in place, so an edit shows through:
-an in-place edit gives wrong counts or invalid UTF-8, and a file that shrinks kills the process with
-SIGBUS on the next read of a lost page (a signal Python cannot catch). rlm detects a change (size,
-mtime, inode) cheaply, not per access: `check_unchanged()` (the engine calls it at checkpoints such
-as before each cell), `to_spec()` and `from_spec()` raise ContextError("... changed while rlm was
-reading it ..."), and so does any view method that meets bytes that no longer decode. Texts given
-as str or bytes live in a sealed memfd and cannot change. Reading a file's bytes leaves a leading
-UTF-8 byte-order mark out of the text (files, stdin, bytes); a str is taken exactly as given.
+"""What code sees: `Context` and its factories, `TextView` (a read-only str-like range of a store, no copy)
+and `DocumentList` (named documents). Every method works over the mapped bytes; see the package
+docstring for the str-parity rules and what copies.
 """
 
 from __future__ import annotations
 
-import bisect
 import codecs
-import contextlib
-import fcntl
 import json
-import mmap
 import os
-import secrets
-import stat
-import tempfile
-import weakref
-from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from rlm.context.loaders import ERRORS, WINDOW, bytes_store, encoded, file_store, parse_json, stream_store
+from rlm.context.store import OPEN_STORES, Store, memory_store, open_spec_store, write_anonymous
 from rlm.errors import ContextError
 
-K = 4096  # characters between two index checkpoints
-_BLOCK = 1 << 20  # bytes per step while indexing
-_WINDOW = 4 << 20  # bytes per window while scanning (lines, split)
 _COUNT_WINDOW = 256 << 10  # bytes per window copied by count()
-_BINARY_PROBE = 8192  # a NUL byte in the first bytes means "binary"
 _LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits on
-_ERRORS = ("strict", "replace")
 _NAME_KEYS = ("name", "title", "id", "path", "filename", "file")
 _TEXT_KEYS = ("text", "content", "body", "document", "page_content")
-_OPEN: weakref.WeakValueDictionary[str, _Store] = weakref.WeakValueDictionary()  # token -> store
 
 
-class _BadUtf8(Exception):
-    def __init__(self, offset: int) -> None:
-        super().__init__(offset)
-        self.offset = offset
-
-
-def _build_index(buf: Any) -> tuple[array, int, bool, int]:
-    """Checkpoints every K chars (byte offset, newlines before); validates UTF-8 on the way."""
-    n = len(buf)
-    cp_byte, cp_line = array("q", [0]), array("q", [0])
-    chars = lines = pos = 0
-    all_ascii = True
-    while pos < n:
-        end = min(pos + _BLOCK, n)
-        while pos < end < n and buf[end] & 0xC0 == 0x80:  # never cut a character
-            end -= 1
-        if end == pos:
-            end = min(pos + _BLOCK, n)  # only continuation bytes: let decoding report it
-        block = buf[pos:end]
-        first = (chars // K + 1) * K
-        if block.isascii():
-            count, prev = len(block), 0
-            for c in range(first, chars + count + 1, K):
-                off = c - chars
-                lines += block.count(b"\n", prev, off)
-                prev = off
-                cp_byte.append(pos + off)
-                cp_line.append(lines)
-            lines += block.count(b"\n", prev)
-        else:
-            all_ascii = False
-            try:
-                text = block.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _BadUtf8(pos + exc.start) from None
-            count, prev, boff = len(text), 0, pos
-            for c in range(first, chars + count + 1, K):
-                off = c - chars
-                boff += len(text[prev:off].encode("utf-8"))
-                lines += text.count("\n", prev, off)
-                prev = off
-                cp_byte.append(boff)
-                cp_line.append(lines)
-            lines += text.count("\n", prev)
-        chars += count
-        pos = end
-    cp_byte.extend(cp_line)
-    return cp_byte, chars, all_ascii, K
-
-
-def _anonymous_file(label: str) -> tuple[int, str, list[Any]]:
-    """An fd another process can open by path: a memfd (Linux) or an unlinked-at-close temp file."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create(f"rlm-{label[:40]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        return fd, f"/proc/{os.getpid()}/fd/{fd}", [fd]
-    fd, path = tempfile.mkstemp(prefix="rlm-context-")
-    return fd, path, [fd, path]
-
-
-def _seal(fd: int) -> None:
-    """Make a memfd immutable so every process can trust it never changes."""
-    if hasattr(fcntl, "F_ADD_SEALS"):
-        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
-        with contextlib.suppress(OSError):  # a temp file (no memfd) cannot be sealed
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-
-
-def _release(resources: list[Any]) -> None:
-    for item in resources:
-        if isinstance(item, memoryview):
-            item.release()
-        elif isinstance(item, mmap.mmap):
-            with contextlib.suppress(BufferError):  # still exported: freed when the last user goes
-                item.close()
-        elif isinstance(item, int):
-            with contextlib.suppress(OSError):
-                os.close(item)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(item)
-    resources.clear()
-
-
-class _Store:
-    """Immutable valid UTF-8 bytes plus the checkpoint index; one per text per process."""
-
-    __slots__ = (
-        "__weakref__",
-        "_source",
-        "ascii",
-        "buf",
-        "close",
-        "cp",
-        "k",
-        "label",
-        "m",
-        "nbytes",
-        "nchars",
-        "resources",
-    )
-
-    def __init__(
-        self, buf: Any, index: tuple[Any, int, bool, int], label: str, resources: list[Any], source: dict | None
-    ) -> None:
-        self.buf = buf
-        self.nbytes = len(buf)
-        self.cp, self.nchars, self.ascii, self.k = index
-        self.m = len(self.cp) // 2
-        self.label = label
-        self.resources = resources
-        self.close = weakref.finalize(self, _release, resources)
-        self.source = source
-
-    @property
-    def source(self) -> dict | None:
-        """How another process reopens this store (None: process-local); registered by token."""
-        return self._source
-
-    @source.setter
-    def source(self, value: dict | None) -> None:
-        self._source = value
-        if value is not None:
-            _OPEN[value["token"]] = self
-
-    # -- index lookups -------------------------------------------------------------------------
-    def byte_of(self, c: int) -> int:
-        """Byte offset of character `c`: a table lookup plus decoding under K characters."""
-        if self.ascii:
-            return c
-        j, r = divmod(c, self.k)
-        b = self.cp[j]
-        if r == 0:
-            return b
-        try:
-            head = codecs.utf_8_decode(self.buf[b : b + 4 * r], "strict", False)[0]
-        except UnicodeDecodeError:
-            raise self.changed() from None
-        return b + len(head[:r].encode("utf-8"))
-
-    def _checkpoint(self, b: int) -> int:
-        if self.ascii:
-            return min(b // self.k, self.m - 1)
-        return bisect.bisect_right(self.cp, b, 0, self.m) - 1
-
-    def char_of(self, b: int) -> int:
-        """Character index of byte offset `b` (which must start a character)."""
-        if self.ascii:
-            return b
-        j = self._checkpoint(b)
-        return j * self.k + len(self.decode(self.cp[j], b))
-
-    def newlines_before(self, b: int) -> int:
-        j = self._checkpoint(b)
-        return self.cp[self.m + j] + self.buf[self.cp[j] : b].count(b"\n")
-
-    def line_start(self, line: int) -> int:
-        """Byte offset just after the `line`-th newline (0 for line 0); the line must exist."""
-        if line == 0:
-            return 0
-        j = bisect.bisect_left(self.cp, line, self.m, 2 * self.m) - self.m - 1
-        pos = self.cp[j]
-        for _ in range(line - self.cp[self.m + j]):
-            pos = self.buf.find(b"\n", pos) + 1
-        return pos
-
-    def decode(self, b0: int, b1: int) -> str:
-        try:
-            return str(memoryview(self.buf)[b0:b1], "utf-8")
-        except UnicodeDecodeError:
-            raise self.changed() from None
-
-    def char_at(self, b: int) -> str:
-        """The character starting at byte `b`."""
-        try:
-            return codecs.utf_8_decode(self.buf[b : b + 4], "strict", False)[0][0]
-        except (UnicodeDecodeError, IndexError):
-            raise self.changed() from None
-
-    # -- the file must not change ----------------------------------------------------------------
-    def changed(self) -> ContextError:
-        """The error for bytes that no longer are what was loaded (the mapped file was edited)."""
-        what = f"context file {self.label}" if self._source and self._source.get("stat") else "the context"
-        return ContextError(
-            f"{what} changed while rlm was reading it; a context file must not change during a run: "
-            "leave it alone (or copy it first) and start the run again"
-        )
-
-    def check(self) -> None:
-        """Raise `changed()` if the mapped file's size, mtime or inode differ from when it was loaded
-        (one stat; texts in a sealed memfd cannot change)."""
-        source = self._source
-        if not source or not source.get("stat"):
-            return
-        try:
-            st = os.stat(source["path"])
-        except (FileNotFoundError, NotADirectoryError):
-            raise self.changed() from None  # deleted or moved: no worker can map it again
-        except OSError:
-            return  # cannot look (permissions): nothing says it changed
-        if st.st_size != source["size"] or [st.st_mtime_ns, st.st_ino] != source["stat"]:
-            raise self.changed()
-
-    # -- sharing ---------------------------------------------------------------------------------
-    def spec(self) -> dict[str, Any]:
-        """How another process maps these same bytes (the index is written to a memfd on first use)."""
-        if self._source is None:
-            raise ContextError("this text lives only in this process; use Context.from_value() to share it")
-        self.check()
-        if "index" not in self._source:
-            fd, path, resources = _anonymous_file("index")
-            with open(fd, "wb", closefd=False) as out:
-                out.write(memoryview(self.cp).cast("B"))
-            _seal(fd)
-            self.resources.extend(resources)
-            self._source["index"] = path
-        return dict(self._source)
-
-
-def _check_text(data: Any, what: str) -> None:
-    """Refuse empty and binary data early, with a message that says what to do."""
-    if len(data) == 0:
-        raise ContextError(f"{what} is empty: there is nothing to read")
-    nul = data.find(b"\x00", 0, _BINARY_PROBE)
-    if nul >= 0:
-        raise ContextError(f"{what} looks binary (NUL byte at offset {nul}); pass a UTF-8 text file")
-
-
-def _not_utf8(what: str, offset: int) -> ContextError:
-    return ContextError(
-        f"{what} is not valid UTF-8 (first bad byte at offset {offset}); convert it "
-        "(e.g. `iconv -f latin1 -t utf-8`) or pass errors='replace' (rlm query: --errors replace)"
-    )
-
-
-def _write_anonymous(pieces: Iterable[bytes], label: str) -> _Store:
-    """Write bytes to a sealed anonymous file, mmap it and index it: the in-memory way to share."""
-    fd, path, resources = _anonymous_file(label)
-    try:
-        with open(fd, "wb", closefd=False) as out:
-            for piece in pieces:
-                out.write(piece)
-        size = os.fstat(fd).st_size
-        if size == 0:
-            raise ContextError("context is empty: there is nothing to read")
-        _seal(fd)
-        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        resources.insert(0, buf)
-        index = _build_index(buf)
-    except BaseException:
-        _release(resources)
-        raise
-    return _Store(buf, index, label, resources, _source(path, size, None, index, label))
-
-
-def _source(path: str, size: int, fingerprint: list[int] | None, index: tuple[Any, int, bool, int], label: str) -> dict:
-    return {
-        "token": secrets.token_hex(8),
-        "path": path,
-        "size": size,
-        "stat": fingerprint,
-        "nchars": index[1],
-        "ascii": index[2],
-        "k": index[3],
-        "label": label,
-    }
-
-
-def _repaired(buf: Any, label: str) -> _Store:
-    """errors='replace': a repaired copy (bad bytes -> U+FFFD) in an anonymous file."""
-
-    def pieces() -> Iterator[bytes]:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        for p in range(0, len(buf), _BLOCK):
-            yield decoder.decode(buf[p : p + _BLOCK]).encode("utf-8")
-        yield decoder.decode(b"", final=True).encode("utf-8")
-
-    return _write_anonymous(pieces(), label)
-
-
-def _file_store(path: str | os.PathLike[str], errors: str) -> _Store:
-    if errors not in _ERRORS:
-        raise ValueError(f"errors must be one of {_ERRORS}, not {errors!r}")
-    p = Path(path).expanduser()
-    label = str(p)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ContextError(f"context file not found: {label}") from None
-    except IsADirectoryError:
-        raise ContextError(_directory_message(label)) from None
-    except PermissionError:
-        raise ContextError(f"cannot read context file {label}: permission denied") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ContextError(_directory_message(label))
-        if st.st_size == 0:
-            raise ContextError(f"context file {label} is empty: there is nothing to read")
-        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
-    try:
-        _check_text(buf, f"context file {label}")
-        index = _build_index(buf)
-    except _BadUtf8 as bad:
-        if errors == "strict":
-            buf.close()
-            raise _not_utf8(f"context file {label}", bad.offset) from None
-        try:
-            return _repaired(buf, label)
-        finally:
-            buf.close()
-    except ContextError:
-        buf.close()
-        raise
-    source = _source(str(p.resolve()), st.st_size, [st.st_mtime_ns, st.st_ino], index, label)
-    return _Store(buf, index, label, [buf], source)
-
-
-def _directory_message(label: str) -> str:
-    return (
-        f"context path {label} is a directory, not a file; pass it as a pathlib.Path to RLM.query (or --context DIR): "
-        "its text files become a list of documents"
-    )
-
-
-def _bytes_store(data: bytes | bytearray | memoryview, errors: str, label: str) -> _Store:
-    if errors not in _ERRORS:
-        raise ValueError(f"errors must be one of {_ERRORS}, not {errors!r}")
-    data = bytes(data)
-    _check_text(data, "context")
-    try:
-        return _write_anonymous([data], label)
-    except _BadUtf8 as bad:
-        if errors == "strict":
-            raise _not_utf8("context", bad.offset) from None
-        return _repaired(data, label)
-
-
-def _stream_store(stream: BinaryIO, errors: str, label: str) -> _Store:
-    """A stream (stdin) copied window by window into a sealed anonymous file: the file is the only
-    copy, where reading the stream whole first would hold the context twice."""
-    if errors not in _ERRORS:
-        raise ValueError(f"errors must be one of {_ERRORS}, not {errors!r}")
-    fd, path, resources = _anonymous_file(label)
-    try:
-        with open(fd, "wb", closefd=False) as out:
-            while piece := stream.read(_WINDOW):
-                out.write(piece)
-        size = os.fstat(fd).st_size
-        if size == 0:
-            raise ContextError("context is empty: there is nothing to read")
-        _seal(fd)
-        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        resources.insert(0, buf)
-        _check_text(buf, "context")
-        try:
-            index = _build_index(buf)
-        except _BadUtf8 as bad:
-            if errors == "strict":
-                raise _not_utf8("context", bad.offset) from None
-            repaired = _repaired(buf, label)
-            _release(resources)
-            return repaired
-    except BaseException:
-        _release(resources)
-        raise
-    return _Store(buf, index, label, resources, _source(path, size, None, index, label))
-
-
-def _encoded(texts: Iterable[str], errors: str) -> Iterator[bytes]:
-    """UTF-8 of `texts` in bounded pieces (lone surrogates: an error, or '?' with errors='replace')."""
-    for text in texts:
-        for p in range(0, len(text), _WINDOW):
-            try:
-                yield text[p : p + _WINDOW].encode("utf-8", errors)
-            except UnicodeEncodeError as exc:
-                raise ContextError(
-                    f"context text has a lone surrogate at character {p + exc.start}; "
-                    "pass errors='replace' to replace it"
-                ) from None
-
-
-def _memory_store(text: str) -> _Store:
-    """A process-local store for a str given to a search helper (never shared, so no memfd)."""
-    data = text.encode("utf-8", "replace")
-    return _Store(data, _build_index(data), "<str>", [], None)
-
-
-def _view_of_str(text: str) -> TextView:
-    store = _memory_store(text)
+def view_of_str(text: str) -> TextView:
+    store = memory_store(text)
     return TextView(store, 0, store.nchars, None)
-
-
-def _open_spec_store(spec: Mapping[str, Any]) -> _Store:
-    """The store a spec names: the one already open in this process, or a fresh mmap of its file."""
-    store = _OPEN.get(spec["token"])
-    if store is not None:
-        store.check()
-        return store
-    label = spec.get("label", spec["path"])
-    resources: list[Any] = []
-    try:
-        fd = os.open(spec["path"], os.O_RDONLY)
-        try:
-            st = os.fstat(fd)
-            fingerprint = spec.get("stat")
-            if st.st_size != spec["size"] or (fingerprint and [st.st_mtime_ns, st.st_ino] != fingerprint):
-                raise ContextError(f"context file {label} changed since it was opened; start the run again")
-            buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-        resources.append(buf)
-        with open(spec["index"], "rb") as f:
-            index_map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as exc:
-        _release(resources)
-        raise ContextError(f"cannot open the shared context {label}: {exc.strerror or exc}") from None
-    raw = memoryview(index_map)
-    cp = raw.cast("q")
-    resources[:0] = [cp, raw, index_map]  # release the views before closing the maps
-    return _Store(buf, (cp, spec["nchars"], spec["ascii"], spec["k"]), label, resources, dict(spec))
 
 
 def _record(item: Mapping[Any, Any]) -> tuple[str | None, str | None]:
@@ -536,13 +70,13 @@ class Context:
         p = Path(path)
         note = None
         if documents is not False and p.suffix.lower() in (".json", ".jsonl"):
-            parsed, problem = _parse_json(p)
+            parsed, problem = parse_json(p)
             if isinstance(parsed, (list, dict)):
                 return Context.from_value(parsed, errors=errors)
             if documents:
                 raise ContextError(f"{p} {problem}, so it cannot be read as documents")
             note = f"{p.name} {problem}, so it was read as plain text"
-        view = _root_view(_file_store(p, errors), None)
+        view = _root_view(file_store(p, errors), None)
         view._note = note
         return view
 
@@ -559,7 +93,7 @@ class Context:
             names = [p.name for p in paths]
             if len(set(names)) < len(names):
                 names = [str(p) for p in paths]
-        return DocumentList([_root_view(_file_store(p, errors), name) for p, name in zip(paths, names, strict=True)])
+        return DocumentList([_root_view(file_store(p, errors), name) for p, name in zip(paths, names, strict=True)])
 
     @staticmethod
     def from_value(value: Any, *, errors: str = "strict", name: str | None = None) -> Context:
@@ -568,24 +102,24 @@ class Context:
         The text is written once to a sealed anonymous file, so workers can map it too."""
         if isinstance(value, Context):
             return value
-        if errors not in _ERRORS:
-            raise ValueError(f"errors must be one of {_ERRORS}, not {errors!r}")
+        if errors not in ERRORS:
+            raise ValueError(f"errors must be one of {ERRORS}, not {errors!r}")
         if isinstance(value, str):
-            return _root_view(_write_anonymous(_encoded([value], errors), name or "str"), name, bom=False)
+            return _root_view(write_anonymous(encoded([value], errors), name or "str"), name, bom=False)
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return _root_view(_bytes_store(value, errors, name or "bytes"), name)
+            return _root_view(bytes_store(value, errors, name or "bytes"), name)
         if isinstance(value, (Mapping, list, tuple)):
             if value and isinstance(value, (list, tuple)) and all(isinstance(v, TextView) for v in value):
                 return DocumentList(list(value))  # views of a shared text stay views: no copy
             if isinstance(value, Mapping):  # one record, not a dict of named texts
                 record_name, record_text = _record(value)
                 if record_name is not None and record_text is not None:
-                    store = _write_anonymous(_encoded([record_text], errors), record_name)
+                    store = write_anonymous(encoded([record_text], errors), record_name)
                     return _root_view(store, name or record_name, bom=False)
             docs = _documents_of(value)
             if not any(text for _, text in docs):
                 raise ContextError("context is an empty list of documents (or every document is empty)")
-            store = _write_anonymous(_encoded([t for _, t in docs], errors), "documents")
+            store = write_anonymous(encoded([t for _, t in docs], errors), "documents")
             views, start = [], 0
             for doc_name, text in docs:
                 views.append(TextView(store, start, start + len(text), doc_name))
@@ -598,24 +132,24 @@ class Context:
     @staticmethod
     def from_stdin_bytes(data: bytes, *, errors: str = "strict") -> Context:
         """Bytes read from standard input (same checks as a file)."""
-        return _root_view(_bytes_store(data, errors, "stdin"), None)
+        return _root_view(bytes_store(data, errors, "stdin"), None)
 
     @staticmethod
     def from_stream(stream: BinaryIO, *, errors: str = "strict") -> Context:
         """A binary stream such as `sys.stdin.buffer`, read once straight into the context's store."""
-        return _root_view(_stream_store(stream, errors, "stdin"), None)
+        return _root_view(stream_store(stream, errors, "stdin"), None)
 
     @staticmethod
     def from_spec(spec: Mapping[str, Any]) -> Context:
         """Rebuild a context from `to_spec()` in any process: maps the same bytes, copies nothing."""
         kind = spec.get("kind")
         if kind == "view":
-            store = _open_spec_store(spec["store"])
+            store = open_spec_store(spec["store"])
             view = TextView(store, spec["start"], spec["stop"], spec.get("name"))
             view._note = spec.get("note")
             return view
         if kind == "documents":
-            stores = [_open_spec_store(s) for s in spec["stores"]]
+            stores = [open_spec_store(s) for s in spec["stores"]]
             return DocumentList([TextView(stores[i], a, b, n) for i, a, b, n in spec["docs"]])
         raise ContextError(f"not a context spec: kind={kind!r}")
 
@@ -636,25 +170,7 @@ class Context:
         return Context.from_spec, (self.to_spec(),)
 
 
-def _parse_json(p: Path) -> tuple[Any, str]:
-    """(the parsed value or None, what is wrong with it as documents)."""
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        return None, "is not valid UTF-8 JSON"
-    except OSError:
-        return None, "cannot be read"  # the text path reports the problem clearly
-    try:
-        if p.suffix.lower() != ".jsonl":
-            value = json.loads(text)
-        else:
-            value = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except ValueError as exc:
-        return None, f"is not valid JSON ({exc})"
-    return value, "holds no JSON array or object"
-
-
-def _root_view(store: _Store, name: str | None, *, bom: bool = True) -> TextView:
+def _root_view(store: Store, name: str | None, *, bom: bool = True) -> TextView:
     """The whole store, minus a UTF-8 byte-order mark if `bom` (bytes from a file, stdin or a caller;
     never for a str, whose U+FEFF is the caller's). Refuses a text that holds only the mark."""
     start = 1 if bom and store.buf[:3] == codecs.BOM_UTF8 else 0
@@ -687,7 +203,7 @@ class TextView(Context):
 
     __slots__ = ("_b0", "_b1", "_name", "_note", "_start", "_stop", "_store", "_text")
 
-    def __init__(self, store: _Store, start: int, stop: int, name: str | None) -> None:
+    def __init__(self, store: Store, start: int, stop: int, name: str | None) -> None:
         self._store = store
         self._start, self._stop = start, stop
         self._b0, self._b1 = store.byte_of(start), store.byte_of(stop)
@@ -726,7 +242,7 @@ class TextView(Context):
         store = self._store
         return TextView(store, store.char_of(b0), store.char_of(b1), self._name)
 
-    def _windows(self, size: int = _WINDOW, *, token_safe: bool = False) -> Iterator[tuple[int, str]]:
+    def _windows(self, size: int = WINDOW, *, token_safe: bool = False) -> Iterator[tuple[int, str]]:
         """(absolute byte offset, decoded text) windows of about `size` bytes, cut after a newline
         when there is one (and, if `token_safe`, before a non-space so tokenizers agree)."""
         buf, pos, end = self._store.buf, self._b0, self._b1
@@ -1053,7 +569,7 @@ class DocumentList(Context):
 
     def to_spec(self) -> dict[str, Any]:
         slots: dict[int, int] = {}
-        stores: list[_Store] = []
+        stores: list[Store] = []
         for doc in self._docs:
             if id(doc._store) not in slots:
                 slots[id(doc._store)] = len(stores)
@@ -1084,5 +600,5 @@ def close(context: Context) -> None:
     for view in views:
         store = view._store
         if store.source is not None:
-            _OPEN.pop(store.source["token"], None)
+            OPEN_STORES.pop(store.source["token"], None)
         store.close()
