@@ -20,9 +20,12 @@ SUITES = {
     "oolong-trec_coarse": "same as oolong",
     "oolong-spam": "OOLONG-synth over the spam pool (2 labels)",
     "oolong-pairs": "the 20 OOLONG-Pairs queries over a ~32K-token trec_coarse window",
-    "sniah": "single needle in a haystack, cycling 8K..256K tokens (50 tasks by default)",
-    "sniah-80k": "single needle in a haystack at a fixed 80K tokens",
+    "sniah": "RULER niah_single_2 (essay haystack, 7-digit value), cycling 8K..256K tokens (50 tasks by default)",
+    "sniah-noise": "RULER niah_single_1 (repeated noise haystack, 7-digit value), cycling 8K..256K tokens",
+    "sniah-uuid": "RULER niah_single_3 (essay haystack, UUID value), cycling 8K..256K tokens",
+    "sniah-80k": "RULER niah_single_2 at a fixed 80K tokens",
 }
+_SNIAH_VARIANTS = {"sniah": "essay", "sniah-noise": "noise", "sniah-uuid": "essay-uuid"}
 _NAMED_LENGTHS = {
     "8k": 8192,
     "16k": 16384,
@@ -65,8 +68,8 @@ def load_suite(name: str, n: int | None = None, length: int | str | None = None,
         return oolong_tasks(name, pool, n or 50, size or 131072, seed)
     if name == "oolong-pairs":
         return pairs_tasks(name, n or 20, size or 32768, seed)
-    if name == "sniah":
-        return sniah_tasks(name, n or 50, (size,) if size else LENGTHS, seed)
+    if name in _SNIAH_VARIANTS:
+        return sniah_tasks(name, n or 50, (size,) if size else LENGTHS, seed, _SNIAH_VARIANTS[name])
     if name == "sniah-80k":
         if size not in (None, FIXED_LENGTH):
             raise ConfigError(f"sniah-80k is fixed at {FIXED_LENGTH} tokens; use the sniah suite for {size}")

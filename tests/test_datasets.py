@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections import Counter
 
 import pytest
 from rlm_datasets import load_oolong_file, load_suite, parse_length, score
 from rlm_datasets.oolong import Record
 from rlm_datasets.pairs import QUERIES, Condition, DateRule, Need, PairQuery
+from rlm_datasets.sniah import DEPTHS, NOISE, TOKENS_TO_GENERATE
 
 from rlm.errors import ConfigError
 from rlm.tokens import count_tokens
@@ -91,16 +93,64 @@ def test_pair_conditions_by_hand() -> None:
     assert "exactly 1 instance labelled 'entity'" in q11.question()
 
 
-def test_sniah_lengths_needle_and_fixed_suite() -> None:
-    tasks = load_suite("sniah", n=2, length=8192, seed=5)
+def _prompt_tokens(t) -> int:
+    """What RULER counts against the length: the prompt, the value and the 128-token reply allowance."""
+    return count_tokens(f"{t.context}\n\n{t.question} {t.gold[0]}") + TOKENS_TO_GENERATE
+
+
+@pytest.mark.parametrize("suite", ["sniah", "sniah-noise", "sniah-uuid"])
+def test_sniah_follows_ruler_single_needle(suite: str) -> None:
+    tasks = load_suite(suite, n=3, length=8192, seed=5)
+    assert [(t.context, t.question, t.gold) for t in tasks] == [
+        (t.context, t.question, t.gold) for t in load_suite(suite, n=3, length=8192, seed=5)
+    ]
+    assert tasks[0].context != load_suite(suite, n=1, length=8192, seed=6)[0].context
+    uuid_value = suite == "sniah-uuid"
+    kind = "uuid" if uuid_value else "number"
     for t in tasks:
         (value,) = t.gold
-        assert t.context.count(f"is: {value}.") == 1
-        assert t.meta["key"] in t.question and t.meta["key"] in t.context
-        assert 0.85 * 8192 <= count_tokens(t.context) <= 0.95 * 8192
+        key = t.meta["key"]
+        assert re.fullmatch(r"[a-z][a-z' -]*-[a-z][a-z' -]*", key), key  # adjective-noun, as RULER's keys
+        if uuid_value:
+            assert str(uuid.UUID(value)) == value
+        else:
+            assert re.fullmatch(r"[1-9]\d{6}", value)
+        assert t.context.count(f"One of the special magic {kind}s for {key} is: {value}.") == 1
+        assert t.context.startswith(f"A special magic {kind} is hidden within the following text.")
+        assert t.question == f"What is the special magic {kind} for {key} mentioned in the provided text?"
+        assert 0.97 * 8192 <= _prompt_tokens(t) <= 8192
+        assert score(t, f"The special magic {kind} for {key} mentioned in the provided text is {value}.") == 1.0
+
+
+def test_sniah_essay_needle_sits_at_a_ruler_depth_on_a_sentence_boundary() -> None:
+    assert DEPTHS[:4] == (0, 3, 5, 8) and DEPTHS[-1] == 100 and len(DEPTHS) == 40  # round(linspace(0, 100, 40))
+    depths = set()
+    for t in load_suite("sniah", n=24, length=2048, seed=1):
+        depths.add(t.meta["depth"])
+        assert t.meta["depth"] in DEPTHS
+        body = t.context.split("\n", 1)[1]
+        needle = f"One of the special magic numbers for {t.meta['key']} is: {t.gold[0]}."
+        before, after = body.split(needle)
+        assert before == "" or before.endswith(". ")
+        assert after == "" or after.startswith(" ")
+        n_before, n_after = before.count("."), after.count(".")  # every filler sentence ends in its only stop
+        assert n_before == int((n_before + n_after) * t.meta["depth"] / 100)  # RULER's insertion index
+    assert len(depths) > 10
+
+
+def test_sniah_noise_haystack_is_rulers_repeated_lines() -> None:
+    t = load_suite("sniah-noise", n=1, length=4096, seed=2)[0]
+    lines = t.context.splitlines()[1:]
+    needle = [ln for ln in lines if ln.startswith("One of the special magic")]
+    assert len(needle) == 1
+    assert set(lines) - set(needle) == {NOISE}
+
+
+def test_sniah_lengths_and_fixed_suite() -> None:
     sweep = load_suite("sniah", n=3)
     assert [t.meta["length"] for t in sweep] == [8192, 16384, 32768]
-    assert load_suite("sniah-80k", n=1)[0].meta["length"] == 80000
+    fixed = load_suite("sniah-80k", n=1)[0]
+    assert fixed.meta["length"] == 80000 and 0.97 * 80000 <= _prompt_tokens(fixed) <= 80000
     with pytest.raises(ConfigError):
         load_suite("sniah-80k", n=1, length=8192)
 
