@@ -74,11 +74,17 @@ class HostCalls:
         completion = await self.tree.gateway.complete([{"role": "user", "content": prompt}], origin, model)
         return completion.text
 
-    async def llm_prefetch(self, prompts_: list[str], model: str | None = None, early_exit: bool = False) -> int:
-        """Launch a serial loop's calls ahead of it (sandbox/prefetch.py); `[]` ends the loop's set."""
-        await self.speculative.cancel()
+    async def llm_prefetch(
+        self, prompts_: list[str], model: str | None = None, early_exit: bool = False, append: bool = False
+    ) -> int:
+        """Launch a serial loop's calls ahead of it (sandbox/prefetch.py): the first chunk of its
+        prompts starts a set, the next ones (`append`) extend it; `[]` ends the loop's set."""
         calls = [((str(p), model, "sub"), functools.partial(self._llm_call, str(p), model, "sub")) for p in prompts_]
-        self.speculative.start(calls, early_exit)
+        if append:
+            self.speculative.extend(calls)
+        else:
+            await self.speculative.cancel()
+            self.speculative.start(calls, early_exit)
         return len(calls)
 
     async def llm_query_batched(self, prompts_: list[str], model: str | None = None, role: str = "sub") -> list[str]:

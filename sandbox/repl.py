@@ -88,6 +88,7 @@ class Interpreter:
         self.final: str | None = None
         self.running = False
         self.restoring = False  # re-running definitions after a restart: no host calls
+        self.prefetcher = Prefetcher(self._host)  # serial llm_query loops, see sandbox/prefetch.py
         self.engine = self._engine_names(context)
         self.stores = stores_of(context)[0]  # what snapshot views may point into (sandbox/plain.py)
         hold_repl_module()  # released by in-process sessions; a sandbox process keeps it to its end
@@ -96,7 +97,7 @@ class Interpreter:
             "__name__": REPL_MODULE,
             "_print_": lambda _getattr=None: Printer(self.out),
             ECHO_NAME: self._echo,
-            PREFETCH_NAME: Prefetcher(self._host),  # serial llm_query loops, see sandbox/prefetch.py
+            PREFETCH_NAME: self.prefetcher,
             **guard_globals(),
             **self.engine,
             "answer": {"content": "", "ready": False},
@@ -110,7 +111,10 @@ class Interpreter:
     def _engine_names(self, context: Any) -> dict[str, Any]:
         host = self._host
 
+        prefetcher = self.prefetcher
+
         def llm_query(prompt: Any, model: str | None = None, role: str | None = None) -> Any:
+            prefetcher.before_query()
             return host("llm_query", [to_plain(prompt)], _query_options(model, role))
 
         def llm_query_batched(prompts: Any, model: str | None = None, role: str | None = None) -> Any:

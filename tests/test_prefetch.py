@@ -20,6 +20,7 @@ from rlm.models.gateway import ModelGateway, Routes
 from rlm.models.provider import Endpoint
 from rlm.scheduler import ModelLimits, RetryPolicy, Scheduler
 from rlm.scripted import ChatRequest, Fault, Reply, ScriptedServer
+from rlm.speculation import SpeculativeCalls
 from rlm.types import CellOutcome
 from sandbox import open_session
 from sandbox.prefetch import plan_loops
@@ -82,7 +83,8 @@ def test_a_serial_loop_overlaps_and_keeps_its_order(scripted_server: ScriptedSer
     records = scripted_server.records("sub")
     assert sorted(prompts_sent(scripted_server)) == [f"Summarize: c{i}" for i in range(6)]  # each once
     first_done = min(r.finished_at or 0 for r in records)
-    assert all(r.received_at < first_done for r in records)  # all were in flight together
+    overlapped = [r for r in records if r.received_at < first_done]
+    assert len(overlapped) == SpeculativeCalls.FIRST_WINDOW  # the first window was in flight together
 
 
 def test_an_error_is_raised_at_the_same_iteration(scripted_server: ScriptedServer) -> None:
@@ -184,3 +186,48 @@ def test_what_the_analysis_prefetches() -> None:
         "for c in xs:\n    x = llm_query(c) if c else ''",  # short-circuited
     ]
     assert [s for s in skipped if plan(s)] == []
+
+
+def test_a_loop_that_raises_after_its_first_call_had_only_the_first_window_sent(
+    scripted_server: ScriptedServer,
+) -> None:
+    scripted_server.script("sub", echo(ttft=0.2))
+    cell = """
+items = ["c%d" % i for i in range(40)]
+for c in items:
+    n = int(llm_query(c))  # the reply is not a number: the loop raises at its first item
+"""
+    (outcome,) = run_cells(scripted_server, cell)
+    assert outcome.error is not None and "ValueError" in outcome.error
+    assert len(scripted_server.settled_records("sub")) <= SpeculativeCalls.FIRST_WINDOW
+
+
+def test_a_failed_call_stops_the_launching(scripted_server: ScriptedServer) -> None:
+    """c1 is refused while c0 is still out: nothing more is launched, and the loop raises at c1."""
+
+    def policy(request: ChatRequest) -> Reply | Fault:
+        prompt = request.messages[-1]["content"]
+        return Fault(400, "refused") if prompt == "c1" else Reply("R", ttft=0.5 if prompt == "c0" else 0.0)
+
+    scripted_server.script("sub", policy)
+    cell = """
+out = []
+for c in ["c%d" % i for i in range(40)]:
+    out.append(llm_query(c))
+"""
+    (outcome,) = run_cells(scripted_server, cell)
+    assert outcome.error is not None and "refused" in outcome.error
+    assert len(scripted_server.settled_records("sub")) <= SpeculativeCalls.FIRST_WINDOW
+
+
+def test_the_window_grows_as_the_loop_takes_its_calls(scripted_server: ScriptedServer) -> None:
+    """A long loop that runs to its end soon has more than the first window in flight at once (up
+    to the 16 slots run_cells gives the model)."""
+    scripted_server.script("sub", lambda request: Reply("R", ttft=0.05))
+    cell = "out = []\nfor i in range(300):\n    out.append(llm_query('p%d' % i))\nprint(len(out))"
+    (outcome,) = run_cells(scripted_server, cell)
+    assert outcome.stdout.strip() == "300"
+    records = sorted(scripted_server.records("sub"), key=lambda r: r.received_at)
+    assert len(records) == 300
+    most = max(sum(1 for r in records if r.received_at <= s.received_at < (r.finished_at or 0)) for s in records)
+    assert SpeculativeCalls.FIRST_WINDOW < most <= 16

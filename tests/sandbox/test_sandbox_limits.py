@@ -7,10 +7,13 @@ server's side, not only by rlm.
 from __future__ import annotations
 
 import pytest
+from conftest import Repl
 
 from rlm import RLM, Status
 from rlm.config import DEFAULT_MAX_CALLS, resolve_settings
 from rlm.scripted import Reply, ScriptedServer
+from sandbox import CellLimits
+from sandbox.prefetch import CHUNK_CHARS
 
 ROOT, SUB = "openai/test-root", "openai/test-sub"
 
@@ -52,3 +55,26 @@ def test_the_call_budget_is_lifted_by_zero_or_none(
     else:
         monkeypatch.setenv("RLM_MAX_CALLS", env)
     assert resolve_settings(max_calls=explicit).max_calls == expected
+
+
+BIG_PROMPTS = """
+big = "x" * 2_000_000
+sizes = []
+for i in range(40):
+    sizes.append(len(llm_query(big + str(i))))
+print(len(sizes))
+"""
+
+
+def test_a_loop_over_big_prompts_is_prefetched_in_bounded_chunks() -> None:
+    """80 MB of prompts in one loop: sent in chunks far below the channel's cap, the worker lives."""
+    repl = Repl("process", CellLimits(timeout_s=30.0, memory_mb=512))
+    try:
+        outcome = repl.ok(BIG_PROMPTS)
+        assert outcome.stdout.strip() == "40"
+        chunks = [args[0] for name, args, _ in repl.bridge.calls if name == "llm_prefetch" and args[0]]
+        assert sum(len(chunk) for chunk in chunks) == 40 and len(chunks) > 1
+        assert max(sum(map(len, chunk)) for chunk in chunks) <= 2 * CHUNK_CHARS
+        assert repl.ok("print(1)").stdout.strip() == "1"
+    finally:
+        repl.close()
