@@ -112,7 +112,8 @@ def result_text(result: RLMResult) -> str:
 
 
 def result_html(result: RLMResult) -> str:
-    """The same as `result_text`, as escaped HTML for a notebook (the answer is shown whole)."""
+    """The same as `result_text`, as escaped HTML for a notebook (the answer is shown whole), then the
+    run's page (`rlm view --html`: tree, timeline, costs) in a sandboxed iframe when it kept its trajectory."""
     colour = "#2e7d32" if result.ok else "#c62828"
     rows = [
         ("status", f'<b style="color:{colour}">{html.escape(result.status.value)}</b>'),
@@ -133,7 +134,13 @@ def result_html(result: RLMResult) -> str:
         f'<tr><th style="text-align:left;vertical-align:top">{name}</th><td style="text-align:left">{value}</td></tr>'
         for name, value in rows
     )
-    return f"<table><caption style='text-align:left'><b>RLMResult</b></caption>{body}</table>"
+    table = f"<table><caption style='text-align:left'><b>RLMResult</b></caption>{body}</table>"
+    if not result.trajectory:
+        return table
+    from rlm.view import read_events
+    from rlm.view.html import iframe, render_html
+
+    return table + iframe(render_html(read_events(result.trajectory)))
 
 
 def in_notebook() -> bool:

@@ -155,6 +155,7 @@ class Gap:
 
     line: int
     reason: str
+    at: float = 0.0  # the latest time read before it (seconds from the run's start): where it goes on a timeline
 
 
 @dataclass
@@ -252,7 +253,7 @@ class TraceReader:
         return event
 
     def gap(self, reason: str) -> None:
-        self.trace.gaps.append(Gap(self.line, reason))
+        self.trace.gaps.append(Gap(self.line, reason, self.trace.duration_s))
 
     def feed(self, event: dict[str, Any]) -> None:
         """One event; unknown kinds and missing fields are tolerated (older and newer traces)."""
