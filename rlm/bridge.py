@@ -105,12 +105,24 @@ class HostCalls:
         child = self._child(child_context, question, model)
         self._children += 1
         self.tree.children += 1
-        result = await child.run()
+        slots = self._session_slots()
+        if slots.locked():
+            self.tree.events.emit("child_queued", path=[*self.path, self._children - 1], at_once=CHILD_SESSIONS)
+        async with slots:
+            result = await child.run()
         if result.answer is None:
             raise RuntimeError(f"the child RLM stopped ({result.status.value}: {result.error}) with no answer")
         if result.status is not Status.COMPLETED:
             return f"[partial: the child RLM stopped ({result.error})] {result.answer}"
         return result.answer
+
+    def _session_slots(self) -> asyncio.Semaphore:
+        """The slots of the children one level below this node, shared by the whole run. Per level, so
+        no deadlock: a node waits only on the level below it, and the deepest level waits on none."""
+        level = self.depth + 1
+        if level not in self.tree.session_slots:
+            self.tree.session_slots[level] = asyncio.Semaphore(CHILD_SESSIONS)
+        return self.tree.session_slots[level]
 
     async def rlm_query_batched(
         self,
@@ -131,6 +143,9 @@ class HostCalls:
 
 
 CHILDREN_AT_ONCE = 8  # child RLMs one rlm_query_batched call runs at once (per call: no deadlock across depths)
+# child RLMs (each with its sandbox worker) alive at once in a whole run, per level below the root: a run
+# of max_depth D holds at most 1 + 8 * (D - 1) workers; the other children wait for a slot
+CHILD_SESSIONS = 8
 
 
 async def gather_items(calls: Any) -> list[str]:

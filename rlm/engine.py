@@ -74,6 +74,8 @@ class Tree:
     gateway: ModelGateway
     events: EventLog
     children: int = 0  # child RLMs started by rlm_query, all levels
+    # child sessions alive at once, run-wide, per level below the root (rlm/bridge.py: HostCalls.rlm_query)
+    session_slots: dict[int, asyncio.Semaphore] = field(default_factory=dict)
 
 
 class Node(HostCalls):

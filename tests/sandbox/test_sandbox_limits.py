@@ -10,8 +10,9 @@ import pytest
 from conftest import Repl
 
 from rlm import RLM, Status
+from rlm.bridge import CHILD_SESSIONS
 from rlm.config import DEFAULT_MAX_CALLS, resolve_settings
-from rlm.scripted import Reply, ScriptedServer
+from rlm.scripted import ChatRequest, Reply, ScriptedServer
 from sandbox import CellLimits
 from sandbox.prefetch import CHUNK_CHARS
 
@@ -78,3 +79,39 @@ def test_a_loop_over_big_prompts_is_prefetched_in_bounded_chunks() -> None:
         assert repl.ok("print(1)").stdout.strip() == "1"
     finally:
         repl.close()
+
+
+def tree_policy(request: ChatRequest) -> Reply:
+    """The root fans out to 8 children, each of them to 8 grandchildren, who answer after a while."""
+    question = request.messages[1]["content"]
+    if "Query: grand" in question:
+        return Reply('```repl\nFINAL("g")\n```', ttft=0.3)
+    if "Query: child" in question:
+        cell = 'r = rlm_query_batched([f"grand {i}" for i in range(8)])\nFINAL(str(len(r)))'
+    else:
+        cell = 'r = rlm_query_batched([f"child {i}" for i in range(8)])\nFINAL(",".join(r))'
+    return Reply(f"```repl\n{cell}\n```")
+
+
+def most_alive(trajectory: list[dict[str, object]], level: int) -> int:
+    """The most nodes of `level` between their node_start and node_end at once."""
+    alive = most = 0
+    for event in trajectory:
+        path = event.get("path")
+        if isinstance(path, list) and len(path) == level and event["type"] in ("node_start", "node_end"):
+            alive += 1 if event["type"] == "node_start" else -1
+            most = max(most, alive)
+    return most
+
+
+def test_a_depth_two_fan_out_holds_a_bounded_number_of_sessions(scripted_server: ScriptedServer) -> None:
+    """8 children of 8 grandchildren each: 73 nodes, but at most 8 per level alive at once, run-wide
+    (each with its sandbox worker); the others wait for a slot and the tree still completes."""
+    scripted_server.script("test-root", tree_policy)
+    result = engine(scripted_server, max_depth=3).query("ctx", "q")
+    assert result.status is Status.COMPLETED, result.error
+    assert result.answer == ",".join(["8"] * 8)
+    assert len(scripted_server.records("test-root")) == 1 + 8 + 64
+    assert most_alive(result.trajectory, 1) <= CHILD_SESSIONS
+    assert most_alive(result.trajectory, 2) == CHILD_SESSIONS  # not 64: the slots are shared by the run
+    assert any(event["type"] == "child_queued" for event in result.trajectory)
