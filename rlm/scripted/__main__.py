@@ -29,16 +29,24 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--policy", default="echo", help=f"one of: {', '.join(sorted(POLICIES))}")
+    parser.add_argument(
+        "--policy", default="echo", help=f"one of: {', '.join(sorted(POLICIES))}; several comma-separated (demo,solver)"
+    )
     parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the first token")
     parser.add_argument("--tps", type=float, default=None, help="tokens per second (default: instant)")
     args = parser.parse_args(argv)
-    if args.policy not in POLICIES:
-        parser.error(f"unknown policy {args.policy!r}; choose one of: {', '.join(sorted(POLICIES))}")
+    policies = [name.strip() for name in args.policy.split(",") if name.strip()]
+    for name in policies or [""]:
+        if name not in POLICIES:
+            parser.error(f"unknown policy {name!r}; choose one of: {', '.join(sorted(POLICIES))}")
     with ScriptedServer(ttft=args.ttft, tps=args.tps, port=args.port) as server:
-        POLICIES[args.policy](server)
-        models = ", ".join(served_models(args.policy))
-        print(f"scripted model server (policy {args.policy!r}: {models}) at {server.base_url}; Ctrl-C stops it")
+        for name in policies:
+            POLICIES[name](server)
+        models = ", ".join(model for name in policies for model in served_models(name))
+        print(
+            f"scripted model server (policy {args.policy!r}: {models}) at {server.base_url}; Ctrl-C stops it",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 

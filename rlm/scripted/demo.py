@@ -49,7 +49,8 @@ print(context[:240])
     """Now I collect the ERROR lines and ask the sub-model for their codes, in parallel chunks.
 ```repl
 from collections import Counter
-error_lines = [str(line) for line in context.splitlines() if "level=ERROR" in line]
+texts = context.values() if hasattr(context, "values") else [context]  # a list of documents, or one text
+error_lines = [str(line) for text in texts for line in text.splitlines() if "level=ERROR" in line]
 chunks = ["\\n".join(error_lines[i:i + 100]) for i in range(0, len(error_lines), 100)]
 replies = llm_query_batched(
     ["List the error code (like E123) of every line, comma-separated:\\n" + chunk for chunk in chunks]
