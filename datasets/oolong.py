@@ -1,30 +1,56 @@
-"""OOLONG-synth style windows and questions, generated from the validated pools.
+"""OOLONG-synth windows and questions, built the way the official generator builds them.
 
-A window is a list of records `Date: <date> || User: <id> || Instance: <text>`. The label of each
-instance is kept off the page: a solver has to infer it. Following the OOLONG paper's construction,
-the label mix is sampled per window (so priors about the source dataset do not help), 80% of the records
-belong to the 20% most active users, and the window is filled to about 95% of its nominal length. Each
-window carries questions from three families: counting (over the whole window), user (over one user's
-records) and timeline (over dates); gold answers are computed from the hidden labels.
+The official generator is `src/data_gen/oolong-synth/` of the abertsch72/oolong repository
+(`generate_dataset.py`, `example_constructor.py`, `task_constructors.py`, `datasets_loader.py`,
+`utils.py`, `subsample.py`). This module is a new implementation of its rules:
+
+* Window size: the number of instances is int((0.95 * length - PROMPT_TOKENS - 250) // PER_EXAMPLE_TOKENS)
+  with the dataset's own estimates (trec_coarse 168 and 39, spam 142 and 57 tokens), not a token fill.
+* Label mix: a temperature T drawn from 2..6, weights randint(1, 30) ** (1 / T) per label, softmax,
+  counts rounded with the rounding error put on the first label. A label asked for more often than the
+  pool holds it is drawn from copies of its instances, as the official generator does; `repeated` in a
+  task's meta (and `python -m rlm_datasets`) gives the share of repeated lines per window.
+* Users: 10% of n IDs (five digits) are common and carry 80% of the lines; dates are uniform over
+  Feb 16, 2022 .. Jun 21, 2025. Each line is `Date: Mon DD, YYYY || User: ID || Instance: text`,
+  between the dataset's description ("The following lines contain ...") and its recall line.
+* Questions: the official three families in their order (counting, then user, then timeline), with
+  their wording and answer formats: most/least common label (most common only when it beats every other
+  label by more than 2% of the window), label-vs-label comparisons (only when the shares differ by more
+  than 2% or are equal), per-label counts; the most and second most frequent user, the counting
+  questions over a subset of users, the user with most instances of a label and "User A or User B";
+  the most and second most frequent date, how many dates occur exactly n times, label frequency before
+  versus after a date, counting questions within a month and within a date range, the first month one
+  label beat another, in how many months one label beat another and was the single most common.
+  The official user-subset draw takes min(1, ...) users, so that subset is a single user; kept as is.
+* Per window the first 25 questions in that order are kept, as `subsample.py` keeps 25 per window
+  (two windows per length and dataset make the published 50); the published trec_coarse 131K split's
+  mix (most common 5, least common 4, comparisons 29, counts 12) is what that order gives.
+
+One deliberate difference: "how many dates are represented exactly n times" is answered over every
+date of the window; the official code counts only among the 50 most frequent dates, which differs only
+when more than 50 dates reach n. Golds are the first element of the official answer list, which is
+what the official scorer compares against.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import combinations
 
 from rlm_datasets.pools import Pool, load_pool
 from rlm_datasets.task import Task
 
-from rlm.tokens import count_tokens
-
-FILL = 0.95  # share of the nominal length the window text takes, as in the paper
-QUESTION_ROOM = 300  # tokens kept free for the question and its instructions
-FIRST_DAY = date(2022, 10, 1)
-DAYS = 365  # dates span Oct 2022 .. Sep 2023, which covers the OOLONG-Pairs thresholds
+FILL = 0.95
+QUESTION_TOKENS = 250
+SIZING = {"trec_coarse": (168, 39), "spam": (142, 57)}  # the official PROMPT_TOKENS, PER_EXAMPLE_TOKENS
+FIRST_DAY, LAST_DAY = date(2022, 2, 16), date(2025, 6, 21)
+PER_WINDOW = 25
+MARGIN = 0.02
 MONTHS = (
     "January",
     "February",
@@ -56,248 +82,523 @@ class Record:
 
 @dataclass
 class Window:
-    """A generated context window: its records, rendered text and the pool it came from."""
+    """A generated context window: its records, rendered text, label order and how many lines repeat."""
 
     pool: Pool
     length: int
+    labels: list[str]
     records: list[Record]
     text: str
+    repeated: float = 0.0
 
 
 def format_date(day: date) -> str:
-    return f"{MONTHS[day.month - 1][:3]} {day.day:02d}, {day.year}"
+    return day.strftime("%b %d, %Y")
 
 
-def month_name(year: int, month: int) -> str:
-    return f"{MONTHS[month - 1]} {year}"
+def n_instances(pool_name: str, length: int) -> int:
+    """The official window size in instances for a nominal length in tokens."""
+    prompt, per_example = SIZING[pool_name]
+    return max(int((length * FILL - prompt - QUESTION_TOKENS) // per_example), 1)
 
 
-def header(pool: Pool, n: int) -> str:
+def describe(pool_name: str, n: int, labels: list[str], intro: bool) -> str:
+    """The dataset description the official prompt puts before (intro) and after the lines."""
+    if pool_name == "spam":
+        what = "text messages, one per line. Each text message can be classified as spam or ham (i.e., not spam)."
+    else:
+        quoted = ", ".join(f"'{label}'" for label in labels)
+        what = (
+            "general-knowledge questions, one per line. Each question has an answer that can be described as "
+            f"one of {len(labels)} categories: {quoted}."
+        )
+    start = "The following" if intro else "Recall: the preceding"
     return (
-        f"Below are {n} records, one per line. Each record has a date, a user ID and an instance "
-        f"(a {pool.kind}). Every instance belongs to exactly one of these labels: "
-        f"{', '.join(pool.labels)}. The labels are not written down; they follow from the text.\n\n"
+        f"{start} lines contain {n} {what}\n\nYou will be asked to answer questions about the aggregate label "
+        f"statistics across all {n} examples in this dataset. Do not try to guess, estimate, or approximate the "
+        "result. Calculate the exact answer given these datapoints.\n\n"
     )
 
 
-def _label_weights(pool: Pool, rng: random.Random) -> list[float]:
-    """A fresh label mix per window (a flat Dirichlet draw with a small floor)."""
-    raw = [max(rng.gammavariate(1.0, 1.0), 0.05) for _ in pool.labels]
-    total = sum(raw)
-    return [w / total for w in raw]
+def label_counts(labels: list[str], n: int, rng: random.Random) -> list[int]:
+    """How many instances of each label: the official tempered softmax over randint(1, 30) weights."""
+    temperature = rng.randint(2, 6)
+    weights = [rng.randint(1, 30) ** (1 / temperature) for _ in labels]
+    top = max(weights)
+    exps = [math.exp(w - top) for w in weights]
+    counts = [round(e / sum(exps) * n) for e in exps]
+    counts[0] -= sum(counts) - n
+    return [max(c, 0) for c in counts]
+
+
+def _users(n: int, rng: random.Random) -> list[str]:
+    common = rng.sample(range(10000, 100000), max(int(n * 0.1), 1))
+    taken = set(common)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.8:
+            out.append(rng.choice(common))
+        else:
+            while (uid := rng.randrange(10000, 100000)) in taken:
+                pass
+            out.append(uid)
+    return [str(u) for u in out]
 
 
 def build_window(pool_name: str, length: int, rng: random.Random) -> Window:
-    """Fill a window to about FILL * length tokens with records drawn from the pool.
-
-    Instances of a label are taken in a shuffled order and only repeat once that label is exhausted
-    (the 131K windows need more trec_coarse lines than the pool has).
-    """
+    """A window of the official size, label mix, users and dates (see the module docstring)."""
     pool = load_pool(pool_name)
-    line_overhead = count_tokens("Date: Mar 05, 2023 || User: 48213 || Instance: \n")
-    budget = int(FILL * length) - count_tokens(header(pool, 1000)) - QUESTION_ROOM
-    weights = _label_weights(pool, rng)
-    queues = pool.indices_by_label()
-    for idxs in queues.values():
-        rng.shuffle(idxs)
-    cursor = dict.fromkeys(pool.labels, 0)
+    labels = list(pool.labels)
+    rng.shuffle(labels)
+    n = n_instances(pool_name, length)
+    by_label = pool.indices_by_label()
     picks: list[int] = []
-    used = 0
-    while True:
-        label = rng.choices(pool.labels, weights)[0]
-        idxs = queues[label]
-        if not idxs:
+    for label, count in zip(labels, label_counts(labels, n, rng), strict=True):
+        have = by_label[label]
+        if count <= 0 or not have:
             continue
-        i = idxs[cursor[label] % len(idxs)]
-        cost = pool.tokens[i] + line_overhead
-        if used + cost > budget:
-            break
-        cursor[label] += 1
-        picks.append(i)
-        used += cost
-
-    n_users = max(4, len(picks) // 8)
-    users = [str(u) for u in rng.sample(range(10000, 100000), n_users)]
-    heavy = users[: max(1, n_users // 5)]
-    light = users[len(heavy) :] or heavy
+        candidates = have * math.ceil(count / len(have))  # copies only when the pool runs short
+        rng.shuffle(candidates)
+        picks.extend(candidates[:count])
+    rng.shuffle(picks)
+    users = _users(len(picks), rng)
+    span = (LAST_DAY - FIRST_DAY).days
     records = [
-        Record(
-            day=FIRST_DAY + timedelta(days=rng.randrange(DAYS)),
-            user=rng.choice(heavy if rng.random() < 0.8 else light),
-            text=pool.texts[i],
-            label=pool.gold[i],
-        )
-        for i in picks
+        Record(FIRST_DAY + timedelta(days=rng.randint(0, span)), user, pool.texts[i], pool.gold[i])
+        for i, user in zip(picks, users, strict=True)
     ]
-    text = header(pool, len(records)) + "\n".join(r.line() for r in records)
-    return Window(pool, length, records, text)
+    body = "".join(r.line() + "\n" for r in records)
+    text = describe(pool_name, len(records), labels, True) + body + describe(pool_name, len(records), labels, False)
+    repeated = 1 - len(set(picks)) / len(picks) if picks else 0.0
+    return Window(pool, length, labels, records, text, repeated)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Questions. Each maker returns (question, gold, answer_type) or None when the gold would be ambiguous.
-
-Question = tuple[str, object, str]
+# Questions, in the official families and order.
 
 
-def _labels_hint(pool: Pool) -> str:
-    return (
-        f"Each {pool.kind} has one of these labels: {', '.join(pool.labels)}. The labels are not given; "
-        "infer each one from the text."
+@dataclass
+class Question:
+    """One question with its gold (the first official answer) and the official task and answer types."""
+
+    text: str
+    gold: object
+    answer_type: str  # LABEL, NUMERIC, COMPARISON, USER, DATE or MONTH_YEAR
+    task: str  # MOST_FREQ, LEAST_FREQ, SECOND_MOST_FREQ, RELATIVE_FREQ, NUMERIC_ONE_CLASS, REPRESENTED_N_TIMES
+    family: str = ""
+    input_subset: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+# How the scorer reads each official answer type; month-year answers are matched exactly, as labels are.
+SCORER_TYPE = {
+    "LABEL": "label",
+    "NUMERIC": "number",
+    "COMPARISON": "comparison",
+    "USER": "user",
+    "DATE": "date",
+    "MONTH_YEAR": "label",
+}
+_ABOVE = "In the above data,"
+
+
+def counting(counts: dict[str, int]) -> list[Question]:
+    """The official counting questions over a label -> count table (in its own order)."""
+    if not counts or not sum(counts.values()):
+        return []
+    keys = list(counts)
+    total = sum(counts.values())
+    share = {k: counts[k] / total for k in keys}
+    listing = ", ".join(keys)
+    out: list[Question] = []
+    top = max(counts.values())
+    leaders = [k for k in keys if counts[k] == top]
+    closest = min((abs(share[leaders[0]] - share[k]) for k in keys if k != leaders[0]), default=1.0)
+    if len(leaders) == 1 and closest > MARGIN:
+        out.append(
+            Question(
+                f"{_ABOVE} which of the labels is the most common? Give your final answer in the form "
+                f"'Label: answer' where answer is one of the labels: {listing}.",
+                leaders[0],
+                "LABEL",
+                "MOST_FREQ",
+            )
+        )
+    low = min(counts.values())
+    out.append(
+        Question(
+            f"{_ABOVE} which of the labels is the least common? Give your final answer in the form "
+            f"'Label: answer' where answer is one of the labels: {listing}.",
+            next(k for k in keys if counts[k] == low),
+            "LABEL",
+            "LEAST_FREQ",
+        )
     )
+    for a, b in combinations(keys, 2):
+        diff = share[a] - share[b]
+        if abs(diff) > MARGIN or diff == 0:
+            phrase = "more common than" if counts[a] > counts[b] else "less common than"
+            out.append(
+                Question(
+                    f"{_ABOVE} is label '{a}' more common, less common, or the same frequency as label '{b}'? "
+                    f"Give your final answer in the form 'Answer: {a} is [X] {b}', where [X] is 'more common "
+                    "than', 'less common than', or 'same frequency as'.",
+                    "same frequency as" if diff == 0 else phrase,
+                    "COMPARISON",
+                    "RELATIVE_FREQ",
+                )
+            )
+    for label in keys:
+        out.append(
+            Question(
+                f"{_ABOVE} how many data points should be classified as label '{label}'? Give your final answer "
+                "in the form 'Answer: number'.",
+                counts[label],
+                "NUMERIC",
+                "NUMERIC_ONE_CLASS",
+            )
+        )
+    return out
 
 
-def _fmt(kind: str) -> str:
-    return {
-        "label": "End your reply with the answer in the form 'Label: <label>'.",
-        "number": "End your reply with the answer in the form 'Answer: <number>'.",
-        "comparison": (
-            "End your reply with 'Answer: <first label> is [more common than / less common than / "
-            "same frequency as] <second label>'."
-        ),
-        "user": "End your reply with the answer in the form 'User: <user id>'.",
-        "date": "End your reply with the answer in the form 'Date: <Month YYYY>', e.g. 'Date: March 2023'.",
-    }[kind]
+def _restricted(questions: list[Question], preamble: str) -> list[Question]:
+    for q in questions:
+        q.text = q.text.replace(_ABOVE, preamble, 1)
+        q.input_subset = True
+    return questions
 
 
-def _ask(pool: Pool, body: str, kind: str, gold: object) -> Question:
-    return (f"{body} {_labels_hint(pool)} {_fmt(kind)}", gold, kind)
+def _ranked(counter: Counter[str], k: int) -> list[tuple[str, int]]:
+    """The k most frequent items, ties in first-seen order (as the official sorted(Counter) gives)."""
+    return sorted(counter.items(), key=lambda kv: kv[1], reverse=True)[:k]
 
 
-def _unique_extreme(counts: Counter[str], keys: list[str], most: bool) -> str | None:
-    """The key with the highest (or lowest) count, or None on a tie."""
-    ranked = sorted(keys, key=lambda k: counts[k], reverse=most)
-    if len(ranked) > 1 and counts[ranked[0]] == counts[ranked[1]]:
-        return None
-    return ranked[0]
-
-
-def _comparison(a: int, b: int) -> str:
-    return "more common than" if a > b else "less common than" if a < b else "same frequency as"
-
-
-def counting_questions(w: Window, rng: random.Random) -> Iterator[Question]:
-    pool, labels = w.pool, list(w.pool.labels)
+def counting_questions(w: Window, rng: random.Random) -> list[Question]:
     counts = Counter(r.label for r in w.records)
-    top = _unique_extreme(counts, labels, most=True)
-    if top:
-        yield _ask(pool, "In the data above, which label is the most common?", "label", top)
-    low = _unique_extreme(counts, labels, most=False)
-    if low:
-        yield _ask(pool, "In the data above, which label is the least common?", "label", low)
-    for label in rng.sample(labels, min(2, len(labels))):
-        yield _ask(pool, f"In the data above, how many instances have the label '{label}'?", "number", counts[label])
-    a, b = rng.sample(labels, 2)
-    yield _ask(
-        pool,
-        f"In the data above, is the label '{a}' more common than, less common than, or the same frequency "
-        f"as the label '{b}'?",
-        "comparison",
-        f"{a} is {_comparison(counts[a], counts[b])} {b}",
-    )
+    return counting({label: counts[label] for label in w.labels})
 
 
-def user_questions(w: Window, rng: random.Random) -> Iterator[Question]:
-    pool, labels = w.pool, list(w.pool.labels)
-    by_user: dict[str, Counter[str]] = {}
-    for r in w.records:
-        by_user.setdefault(r.user, Counter())[r.label] += 1
-    active = sorted(by_user, key=lambda u: (-sum(by_user[u].values()), u))[:10]
-    user = rng.choice(active)
-    label = rng.choice(labels)
-    yield _ask(
-        pool,
-        f"In the data above, how many instances from user {user} have the label '{label}'?",
-        "number",
-        by_user[user][label],
-    )
-    top = _unique_extreme(by_user[user], labels, most=True)
-    if top:
-        yield _ask(
-            pool,
-            f"In the data above, which label is the most common among user {user}'s instances?",
-            "label",
-            top,
+_USER_FORMAT = "Give your final answer in the form 'User: [X]', where [X] is the user ID."
+
+
+def user_questions(w: Window, rng: random.Random) -> list[Question]:
+    out: list[Question] = []
+    per_user = Counter(r.user for r in w.records)
+    max_set = min(50, len(per_user))
+    top = _ranked(per_user, max_set)
+    if len(top) > 1 and top[0][1] > top[1][1]:
+        out.append(
+            Question(f"{_ABOVE} which user is represented most often? {_USER_FORMAT}", top[0][0], "USER", "MOST_FREQ")
         )
-    label = rng.choice(labels)
-    per_user = Counter({u: c[label] for u, c in by_user.items()})
-    best = _unique_extreme(per_user, sorted(per_user), most=True)
-    if best and per_user[best] > 0:
-        yield _ask(
-            pool,
-            f"In the data above, which user has the most instances with the label '{label}'?",
-            "user",
-            best,
+        if len(top) == 2 or top[1][1] > top[2][1]:
+            out.append(
+                Question(
+                    f"{_ABOVE} which user is represented the second most often? {_USER_FORMAT}",
+                    top[1][0],
+                    "USER",
+                    "SECOND_MOST_FREQ",
+                )
+            )
+    size = min(1, min(rng.randint(0, 10) + 10, int(max_set * 0.8)))  # the official draw: at most one user
+    chosen = [u for u, _ in rng.sample(top, size)]
+    names = ", ".join(chosen)
+    subset = [r for r in w.records if r.user in chosen]
+    sub_top = _ranked(Counter(r.user for r in subset), max_set)
+    among = f"For the following question, only consider the subset of users with IDs {names}. Among these users,"
+    if len(sub_top) > 1 and sub_top[0][1] > sub_top[1][1]:
+        out.append(
+            Question(
+                f"{among} which user is represented most often? {_USER_FORMAT}", sub_top[0][0], "USER", "MOST_FREQ"
+            )
         )
-
-
-def timeline_questions(w: Window, rng: random.Random) -> Iterator[Question]:
-    pool, labels = w.pool, list(w.pool.labels)
-    label = rng.choice(labels)
-    cut = FIRST_DAY + timedelta(days=rng.randrange(60, DAYS - 60))
-    after = sum(1 for r in w.records if r.label == label and r.day > cut)
-    yield _ask(
-        pool,
-        f"In the data above, how many instances with the label '{label}' are dated after {format_date(cut)}?",
-        "number",
-        after,
+        if len(sub_top) > 2 and sub_top[1][1] > sub_top[2][1]:
+            out.append(
+                Question(
+                    f"{among} which user is represented the second most often? {_USER_FORMAT}",
+                    sub_top[1][0],
+                    "USER",
+                    "SECOND_MOST_FREQ",
+                )
+            )
+    if not subset:
+        return out
+    out += _restricted(
+        counting(dict(Counter(r.label for r in subset))),
+        f"For the following question, only consider the subset of instances that are associated with user IDs "
+        f"{names}. Among instances associated with these users,",
     )
-    by_month: Counter[tuple[int, int]] = Counter((r.day.year, r.day.month) for r in w.records if r.label == label)
-    month = _unique_extreme(by_month, sorted(by_month), most=True) if by_month else None
-    if month:
-        yield _ask(
-            pool,
-            f"In the data above, in which month do instances with the label '{label}' occur most often?",
-            "date",
-            month_name(*month),
+    for label, users in _users_by_label(subset).items():
+        best = _ranked(Counter(users), 10)
+        if len(best) > 1 and best[0][1] > best[1][1]:
+            out.append(
+                Question(
+                    f"{among} which user has the most instances with the label {label}? {_USER_FORMAT}",
+                    best[0][0],
+                    "USER",
+                    "MOST_FREQ",
+                    input_subset=True,
+                )
+            )
+    for label, users in _users_by_label(w.records).items():
+        best = _ranked(Counter(users), 10)
+        if len(best) > 1 and best[0][1] > best[1][1]:
+            out.append(
+                Question(
+                    f"{_ABOVE} which user has the most instances with the label {label}? {_USER_FORMAT}",
+                    best[0][0],
+                    "USER",
+                    "MOST_FREQ",
+                )
+            )
+        end = min(9, len(best) - 1)
+        middle = 5 if end == 9 else end // 2
+        for _ in range(10):
+            a, b = best[rng.randint(0, middle)], best[rng.randint(middle, end)]
+            if a[1] > b[1] + 1:
+                out.append(
+                    Question(
+                        f"{_ABOVE} which user has more instances with the label {label}: User {a[0]} or User "
+                        f"{b[0]}? {_USER_FORMAT}",
+                        a[0],
+                        "USER",
+                        "RELATIVE_FREQ",
+                    )
+                )
+                break
+    return out
+
+
+def _users_by_label(records: list[Record]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        out[r.label].append(r.user)
+    return out
+
+
+_DATE_FORMAT = "Give your final answer in the form 'Date: [X]', where [X] is the date in the format MM/DD/YYYY."
+
+
+def timeline_questions(w: Window, rng: random.Random) -> list[Question]:
+    out: list[Question] = []
+    records = w.records
+    per_day = Counter(r.day for r in records)
+    days = _ranked(per_day, 50)
+    most = f"{_ABOVE} which date is represented most often? {_DATE_FORMAT}"
+    if len(days) == 1:
+        return [Question(most, days[0][0].isoformat(), "DATE", "MOST_FREQ")]
+    if days[0][1] > days[1][1]:
+        out.append(Question(most, days[0][0].isoformat(), "DATE", "MOST_FREQ"))
+        if len(days) > 2 and days[1][1] > days[2][1]:
+            out.append(
+                Question(
+                    f"{_ABOVE} which date is represented the second most often? {_DATE_FORMAT}",
+                    days[1][0].isoformat(),
+                    "DATE",
+                    "SECOND_MOST_FREQ",
+                )
+            )
+    if len(days) > 3:
+        k = days[3][1]
+        out.append(
+            Question(
+                f"{_ABOVE} how many dates are represented exactly {k} times? Give your final answer in the form "
+                f"'Answer: [X]', where [X] is the number of dates represented exactly {k} times.",
+                sum(1 for c in per_day.values() if c == k),
+                "NUMERIC",
+                "REPRESENTED_N_TIMES",
+            )
         )
-    a, b = rng.sample(labels, 2)
-    year, mon = rng.choice(sorted({(r.day.year, r.day.month) for r in w.records}))
-    in_month = Counter(r.label for r in w.records if (r.day.year, r.day.month) == (year, mon))
-    yield _ask(
-        pool,
-        f"In the data above, considering only instances dated in {month_name(year, mon)}, is the label '{a}' "
-        f"more common than, less common than, or the same frequency as the label '{b}'?",
-        "comparison",
-        f"{a} is {_comparison(in_month[a], in_month[b])} {b}",
+    ordered = sorted(records, key=lambda r: r.day)
+    out += _before_after(ordered, rng)
+    out += _in_month(records, rng)
+    out += _in_range(ordered, rng)
+    out += _by_month(ordered, w.labels)
+    return out
+
+
+def _before_after(ordered: list[Record], rng: random.Random) -> list[Question]:
+    """Label share before versus after a date, asked only when it differs by more than 2% (or not at all)."""
+    out: list[Question] = []
+    n = len(ordered)
+    if n < 4:
+        return out
+    for _ in range(10):
+        start = rng.randint(int(n * 0.15), int(n * 0.75))
+        if start >= n - 1:
+            start = n - 3
+        cut = ordered[start].day
+        lo = start
+        while lo > 0 and ordered[lo - 1].day == cut:
+            lo -= 1
+        hi = start + 1
+        while hi < n and ordered[hi].day == cut:
+            hi += 1
+        before, after = [r.label for r in ordered[:lo]], [r.label for r in ordered[hi:]]
+        if not before or not after:
+            continue
+        share_before = {k: c / len(before) for k, c in Counter(before).items()}
+        share_after = {k: c / len(after) for k, c in Counter(after).items()}
+        keys = sorted(share_before)
+        rng.shuffle(keys)
+        asked = False
+        for key in keys:
+            diff = share_before[key] - share_after.get(key, 0)
+            if abs(diff) > MARGIN or diff == 0:
+                gold = "the same frequency" if diff == 0 else "more common" if diff > 0 else "less common"
+                when = cut.isoformat()
+                out.append(
+                    Question(
+                        f"{_ABOVE} was label '{key}' more common, less common, or the same frequency before {when}, "
+                        f"as compared to after {when}? Give your final answer in the form 'Answer: {key} is [X] "
+                        f"before {when}', where [X] is 'more common', 'less common', or 'the same frequency'.",
+                        gold,
+                        "COMPARISON",
+                        "RELATIVE_FREQ",
+                    )
+                )
+                asked = asked or diff != 0
+        if asked:
+            break
+    return out
+
+
+def _in_month(records: list[Record], rng: random.Random) -> list[Question]:
+    for _ in range(21):
+        month = rng.randint(1, 12)
+        counts = dict(Counter(r.label for r in records if r.day.month == month))
+        if counts:
+            name = MONTHS[month - 1]
+            return _restricted(
+                counting(counts),
+                f"For the following question, only consider the subset of instances that occur in {name} of any "
+                f"year. Among instances occuring in {name},",
+            )
+    return []
+
+
+def _in_range(ordered: list[Record], rng: random.Random) -> list[Question]:
+    n = len(ordered)
+    start = rng.randint(int(n * 0.1), int(n * 0.5))
+    while start > 0 and ordered[start - 1].day == ordered[start].day:
+        start -= 1
+    offset = 10
+    if n < 11:
+        offset = n // 2
+        if start + offset + 2 >= n:
+            offset = -1
+    if offset <= 2:
+        return []
+    end = min(rng.randint(start + offset, max(start + offset + 2, int(n * 0.9))), n - 1)
+    while end < n - 1 and ordered[end + 1].day == ordered[end].day:
+        end += 1
+    first, last = format_date(ordered[start].day), format_date(ordered[end].day)
+    return _restricted(
+        counting(dict(Counter(r.label for r in ordered[start : end + 1]))),
+        f"For the following question, only consider the subset of instances that occur between {first} and "
+        f"{last}, inclusive. Among instances occuring in this date range,",
     )
 
 
-FAMILIES: dict[str, Callable[[Window, random.Random], Iterator[Question]]] = {
+def _by_month(ordered: list[Record], labels: list[str]) -> list[Question]:
+    months: dict[tuple[int, int], Counter[str]] = {}
+    for r in ordered:
+        months.setdefault((r.day.year, r.day.month), Counter())[r.label] += 1
+    share = {m: {k: c / sum(cs.values()) for k, c in cs.items()} for m, cs in months.items()}
+    present = [label for label in labels if any(r.label == label for r in ordered)]
+    out: list[Question] = []
+    if not share:
+        return out
+    first = next(iter(share))
+    for a in present:
+        for b in present:
+            if a != b and share[first].get(a, 0.0) > share[first].get(b, 0.0):
+                out.append(
+                    Question(
+                        f"In which month did the label '{a} first occur more often than the label '{b}'? Give your "
+                        "final answer in the form 'Answer: [month] [year]', where [month] is the name of the month "
+                        f"and [year] is the four-digit year where '{a}' first occured more often than '{b}.'",
+                        f"{MONTHS[first[1] - 1]} {first[0]}",
+                        "MONTH_YEAR",
+                        "RELATIVE_FREQ",
+                    )
+                )
+    for a in present:
+        for b in present:
+            if a != b:
+                months_ahead = sum(1 for s in share.values() if s.get(a, 0.0) > s.get(b, 0.0))
+                out.append(
+                    Question(
+                        f"For how many months does the label '{a}' occur more frequently than the label '{b}'? "
+                        "Disregard months where there is a tie.  Give your final answer in the form 'Answer: [X]', "
+                        f"where [X] is the number of months where '{a}' occurs more often than '{b}.'",
+                        months_ahead,
+                        "NUMERIC",
+                        "RELATIVE_FREQ",
+                    )
+                )
+    for a in present:
+        alone = sum(1 for s in share.values() if all(v < s.get(a, 0.0) for k, v in s.items() if k != a))
+        out.append(
+            Question(
+                f"For how many months is the label '{a}' the single most frequently occuring label? Disregard "
+                "months where there is a tie for the most common label.  Give your final answer in the form "
+                f"'Answer: [X]', where [X] is the number of months where '{a}' is the most common label.",
+                alone,
+                "NUMERIC",
+                "MOST_FREQ",
+            )
+        )
+    return out
+
+
+FAMILIES: dict[str, Callable[[Window, random.Random], list[Question]]] = {
     "counting": counting_questions,
     "user": user_questions,
     "timeline": timeline_questions,
 }
 
 
+def window_questions(window: Window, rng: random.Random) -> list[Question]:
+    """Every official question of a window, in generation order (counting, user, timeline)."""
+    out: list[Question] = []
+    for family, make in FAMILIES.items():
+        for q in make(window, rng):
+            q.family = family
+            out.append(q)
+    return out
+
+
+def window_rng(pool_name: str, length: int, seed: int, index: int) -> random.Random:
+    """The generator of window `index`: the same arguments give the same window and questions anywhere."""
+    return random.Random(f"oolong:{pool_name}:{length}:{seed}:{index}")
+
+
 def window_tasks(suite: str, pool_name: str, length: int, seed: int, index: int) -> list[Task]:
-    """All questions of window `index`, interleaved across the three families."""
-    rng = random.Random(f"oolong:{pool_name}:{length}:{seed}:{index}")
+    """The first PER_WINDOW questions of window `index`, as the official subsampling keeps them."""
+    rng = window_rng(pool_name, length, seed, index)
     window = build_window(pool_name, length, rng)
-    per_family = [[(fam, q) for q in make(window, rng)] for fam, make in FAMILIES.items()]
-    ordered = [item for group in _interleave(per_family) for item in group]
     return [
         Task(
             id=f"{suite}-{length}-s{seed}-w{index}-q{k:02d}",
             suite=suite,
             context=window.text,
-            question=question,
-            gold=gold,
+            question=q.text,
+            gold=q.gold,
             meta={
-                "answer_type": kind,
-                "family": family,
+                "answer_type": SCORER_TYPE[q.answer_type],
+                "official_answer_type": f"ANSWER_TYPE.{q.answer_type}",
+                "official_task": f"TASK_TYPE.{q.task}",
+                "family": q.family,
+                "input_subset": q.input_subset,
                 "dataset": pool_name,
                 "length": length,
                 "n_records": len(window.records),
+                "repeated": round(window.repeated, 4),
                 "records": window.records,
             },
         )
-        for k, (family, (question, gold, kind)) in enumerate(ordered)
+        for k, q in enumerate(window_questions(window, rng)[:PER_WINDOW])
     ]
-
-
-def _interleave(groups: list[list[tuple[str, Question]]]) -> Iterator[list[tuple[str, Question]]]:
-    for i in range(max(map(len, groups))):
-        yield [g[i] for g in groups if i < len(g)]
 
 
 def oolong_tasks(suite: str, pool_name: str, n: int, length: int, seed: int) -> list[Task]:

@@ -4,14 +4,18 @@ the hidden labels."""
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 import uuid
 from collections import Counter
+from datetime import date, datetime
 
 import pytest
 from rlm_datasets import load_oolong_file, load_suite, parse_length, score
-from rlm_datasets.oolong import Record
+from rlm_datasets.oolong import Record, counting, label_counts, n_instances
 from rlm_datasets.pairs import QUERIES, Condition, DateRule, Need, PairQuery
+from rlm_datasets.pools import load_pool
 from rlm_datasets.sniah import DEPTHS, NOISE, TOKENS_TO_GENERATE
 
 from rlm.errors import ConfigError
@@ -28,39 +32,156 @@ def test_oolong_is_deterministic_and_seeded() -> None:
     assert a[0].context != c[0].context
 
 
-@pytest.mark.parametrize("name", ["oolong", "oolong-spam"])
-def test_oolong_window_shape_and_size(name: str) -> None:
-    tasks = load_suite(name, n=12, length=8192)
+@pytest.mark.parametrize(("name", "pool"), [("oolong", "trec_coarse"), ("oolong-spam", "spam")])
+def test_oolong_window_has_the_official_shape_and_size(name: str, pool: str) -> None:
+    tasks = load_suite(name, n=30, length=8192)
     context = tasks[0].context
+    n = tasks[0].meta["n_records"]
+    # official sizing: int((0.95 * length - PROMPT_TOKENS - 250) // PER_EXAMPLE_TOKENS)
+    assert (
+        n
+        == n_instances(pool, 8192)
+        == {"trec_coarse": (7782 - 168 - 250) // 39, "spam": (7782 - 142 - 250) // 57}[pool]
+    )
+    assert context.startswith(f"The following lines contain {n} ")
+    assert f"Recall: the preceding lines contain {n} " in context
     lines = [ln for ln in context.splitlines() if ln.startswith("Date:")]
-    assert lines and all(LINE.match(ln) for ln in lines)
-    assert 0.85 * 8192 <= count_tokens(context) <= 0.95 * 8192
-    labels = {r.label for r in tasks[0].meta["records"]}
+    assert len(lines) == n and all(LINE.match(ln) for ln in lines)
     for ln in lines:  # labels are inferred, never printed after the instance
-        assert not any(ln.endswith(f"|| Label: {label}") for label in labels)
-    assert {t.meta["family"] for t in tasks} == {"counting", "user", "timeline"}
+        assert "|| Label:" not in ln
+    days = [r.day for r in tasks[0].meta["records"]]
+    assert min(days) >= date(2022, 2, 16) and max(days) <= date(2025, 6, 21)
     assert len({t.id for t in tasks}) == len(tasks)
+    assert len({t.context for t in tasks}) == 2 and len(tasks[:25]) == 25  # 25 questions per window
+
+
+def test_oolong_label_mix_is_the_official_tempered_softmax() -> None:
+    rng = random.Random(0)
+    for _ in range(50):
+        counts = label_counts(list("abcdef"), 3182, rng)
+        assert sum(counts) == 3182 and min(counts) >= 0
+    # weights randint(1, 30) ** (1 / T) with T >= 2 lie in [1, 30 ** 0.5]: no label exceeds e ** 4.48 times another
+    ratios = [max(c) / max(min(c), 1) for c in (label_counts(["a", "b"], 10_000, rng) for _ in range(200))]
+    assert max(ratios) <= math.exp(30**0.5 - 1) + 1
+
+
+def test_oolong_131k_window_repeats_only_what_the_official_sizing_asks_for() -> None:
+    tasks = load_suite("oolong", n=3, length="131K")
+    assert len({id(t.context) for t in tasks}) == 1
+    records = tasks[0].meta["records"]
+    assert len(records) == n_instances("trec_coarse", 131072) == 3182
+    pool = load_pool("trec_coarse")
+    have = Counter(pool.gold)
+    # an instance repeats only for a label asked more often than the pool holds it, and only as often as that needs
+    for label, count in Counter(r.label for r in records).items():
+        pool_texts = Counter(t for t, g in zip(pool.texts, pool.gold, strict=True) if g == label)
+        mine = Counter(r.text for r in records if r.label == label)
+        copies = -(-count // have[label])
+        assert all(n <= copies * pool_texts[text] for text, n in mine.items())
+    unique = len({(r.text, r.label) for r in records})
+    assert tasks[0].meta["repeated"] == pytest.approx(1 - unique / len(records), abs=1e-3)
+
+
+def test_oolong_margin_rule() -> None:
+    close = counting({"a": 100, "b": 98, "c": 50})  # a leads b by 1% of 248: no "most common", no a-vs-b
+    assert "MOST_FREQ" not in {q.task for q in close}
+    asked = [re.findall(r"label '([^']+)'", q.text) for q in close if q.answer_type == "COMPARISON"]
+    assert asked == [["a", "c"], ["b", "c"]]
+    tie = counting({"a": 10, "b": 10})  # equal shares are asked, with the official "same frequency as"
+    assert [q.gold for q in tie if q.answer_type == "COMPARISON"] == ["same frequency as"]
+    clear = counting({"a": 60, "b": 40})
+    assert [(q.task, q.gold) for q in clear][:3] == [
+        ("MOST_FREQ", "a"),
+        ("LEAST_FREQ", "b"),
+        ("RELATIVE_FREQ", "more common than"),
+    ]
+    assert [q.gold for q in clear if q.task == "NUMERIC_ONE_CLASS"] == [60, 40]
+
+
+FORMATS = {
+    "LABEL": "Give your final answer in the form 'Label: answer' where answer is one of the labels:",
+    "NUMERIC": "Give your final answer in the form 'Answer: ",
+    "COMPARISON": "Give your final answer in the form 'Answer: ",
+    "USER": "Give your final answer in the form 'User: [X]', where [X] is the user ID.",
+    "DATE": "Give your final answer in the form 'Date: [X]', where [X] is the date in the format MM/DD/YYYY.",
+    "MONTH_YEAR": "Give your final answer in the form 'Answer: [month] [year]'",
+}
+
+
+def _official_style_answer(t) -> str:
+    """A reply in the format the question asks for, carrying the gold answer."""
+    kind = t.meta["official_answer_type"].split(".")[1]
+    if kind == "DATE":
+        return "Date: " + date.fromisoformat(t.gold).strftime("%m/%d/%Y")
+    if kind == "COMPARISON":
+        a = re.search(r"label '([^']+)'", t.question)[1]
+        return f"Some reasoning first.\nAnswer: {a} is {t.gold} the other one"
+    prefix = {"LABEL": "Label", "USER": "User"}.get(kind, "Answer")
+    return f"Counted line by line.\n{prefix}: {t.gold}"
+
+
+@pytest.mark.parametrize(("name", "length"), [("oolong", 8192), ("oolong-spam", 8192), ("oolong-spam", 65536)])
+def test_oolong_questions_use_the_official_formats_and_score_in_them(name: str, length: int) -> None:
+    tasks = load_suite(name, n=100, length=length, seed=4)
+    seen = set()
+    for t in tasks:
+        kind = t.meta["official_answer_type"].split(".")[1]
+        seen.add(kind)
+        assert FORMATS[kind] in t.question, t.question
+        assert score(t, _official_style_answer(t)) == 1.0, (t.question, t.gold)
+    assert {"LABEL", "NUMERIC", "COMPARISON", "USER"} <= seen
+
+
+def test_oolong_families_come_in_the_official_order() -> None:
+    order = {"counting": 0, "user": 1, "timeline": 2}
+    tasks = load_suite("oolong-spam", n=50, length=8192, seed=2)
+    for w in {t.context for t in tasks}:
+        families = [order[t.meta["family"]] for t in tasks if t.context == w]
+        assert families == sorted(families) and len(families) == 25
+    assert {t.meta["family"] for t in tasks} == set(order)
 
 
 def test_oolong_gold_matches_hidden_labels() -> None:
-    for task in load_suite("oolong", n=10, length=8192, seed=3):
-        records: list[Record] = task.meta["records"]
-        counts = Counter(r.label for r in records)
-        q = task.question
-        if q.startswith("In the data above, which label is the most common?"):
-            assert counts[task.gold] == max(counts.values())
-        m = re.match(r"In the data above, how many instances have the label '([^']+)'", q)
-        if m:
-            assert task.gold == counts[m[1]]
-        m = re.match(r"In the data above, how many instances from user (\d+) have the label '([^']+)'", q)
-        if m:
-            assert task.gold == sum(1 for r in records if r.user == m[1] and r.label == m[2])
-
-
-def test_oolong_131k_window_is_built_once_per_window_and_fits() -> None:
-    tasks = load_suite("oolong", n=3, length="131K")
-    assert len({id(t.context) for t in tasks}) == 1
-    assert 0.85 * 131072 <= count_tokens(tasks[0].context) <= 0.95 * 131072
+    """Recompute each gold from the window's hidden labels, independently of the generator's code."""
+    checked = Counter()
+    for name in ("oolong", "oolong-spam"):
+        for t in load_suite(name, n=75, length=16384, seed=3):
+            records: list[Record] = t.meta["records"]
+            q = t.question
+            if m := re.search(r"associated with user IDs ([\d, ]+)\. Among", q):
+                records = [r for r in records if r.user in m[1].split(", ")]
+            elif m := re.search(r"occur in (\w+) of any year", q):
+                records = [r for r in records if r.day.strftime("%B") == m[1]]
+            elif m := re.search(r"between (\w{3} \d{2}, \d{4}) and (\w{3} \d{2}, \d{4}), inclusive", q):
+                lo, hi = (datetime.strptime(x, "%b %d, %Y").date() for x in (m[1], m[2]))
+                records = [r for r in records if lo <= r.day <= hi]
+            counts = Counter(r.label for r in records)
+            if m := re.search(r"how many data points should be classified as label '([^']+)'", q):
+                assert t.gold == counts[m[1]]
+            elif "which of the labels is the most common" in q:
+                assert counts[t.gold] == max(counts.values()) and list(counts.values()).count(counts[t.gold]) == 1
+            elif m := re.search(
+                r"is label '([^']+)' more common, less common, or the same frequency as label '([^']+)'", q
+            ):
+                a, b = counts[m[1]], counts[m[2]]
+                assert t.gold == ("more common than" if a > b else "less common than" if a < b else "same frequency as")
+                assert a == b or abs(a - b) / sum(counts.values()) > 0.02
+            elif "which user is represented most often" in q and "subset" not in q:
+                per_user = Counter(r.user for r in records)
+                assert per_user[t.gold] == max(per_user.values())
+            elif m := re.search(r"^In the above data, which user has the most instances with the label (.+)\? Give", q):
+                per_user = Counter(r.user for r in records if r.label == m[1])
+                assert per_user[t.gold] == max(per_user.values())
+            elif "which date is represented most often" in q:
+                per_day = Counter(r.day for r in records)
+                assert per_day[date.fromisoformat(t.gold)] == max(per_day.values())
+            elif m := re.search(r"how many dates are represented exactly (\d+) times", q):
+                assert t.gold == sum(1 for c in Counter(r.day for r in records).values() if c == int(m[1]))
+            else:
+                continue
+            checked[t.meta["official_task"]] += 1
+    assert checked["TASK_TYPE.NUMERIC_ONE_CLASS"] > 10 and checked["TASK_TYPE.RELATIVE_FREQ"] > 10
+    assert checked["TASK_TYPE.MOST_FREQ"] > 3
 
 
 def test_pairs_suite_has_twenty_queries_with_consistent_gold() -> None:
@@ -74,8 +195,6 @@ def test_pairs_suite_has_twenty_queries_with_consistent_gold() -> None:
 
 
 def test_pair_conditions_by_hand() -> None:
-    from datetime import date
-
     def rec(user: str, label: str, day: date = date(2023, 6, 1)) -> Record:
         return Record(day, user, "x", label)
 

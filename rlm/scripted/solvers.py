@@ -80,7 +80,7 @@ _READ_AND_LABEL = """\
 import re
 from collections import Counter
 from datetime import date, datetime
-LABELS = {labels!r}
+{labels_code}
 rows = []
 for line in str(context).splitlines():
     if line.startswith("Date: "):
@@ -147,41 +147,89 @@ def _query(messages: list[dict[str, Any]]) -> str:
     return (m[1] if m else first).strip()
 
 
+# OOLONG's official prompt names the labels in the context's opening description, not in the question.
+_LABELS_FROM_CONTEXT = """\
+head = str(context)[:3000]
+found = re.search(r"one of \\d+ categories: (.+?)\\.\\n", head)
+two = re.search(r"classified as (\\w+) or (\\w+)", head)
+LABELS = re.findall(r"'([^']+)'", found.group(1)) if found else list(two.groups()) if two else []"""
+
+_SUBSETS = (  # the official subset preambles, as a condition on row i
+    (r"associated with user IDs ([\d, ]+)\. Among", lambda m: f"users[i] in {m[1].replace(' ', '').split(',')!r}"),
+    (r"subset of users with IDs ([\d, ]+)\. Among", lambda m: f"users[i] in {m[1].replace(' ', '').split(',')!r}"),
+    (r"occur in (\w+) of any year", lambda m: f"days[i].strftime('%B') == {m[1]!r}"),
+    (
+        r"occur between " + _DATE + " and " + _DATE + ", inclusive",
+        lambda m: (
+            f"datetime.strptime({m[1]!r}, '%b %d, %Y').date() <= days[i] <= "
+            f"datetime.strptime({m[2]!r}, '%b %d, %Y').date()"
+        ),
+    ),
+)
+_MONTHLY = (
+    "M = {}\nfor d, l in sorted(zip(D, L), key=lambda x: x[0]):\n"
+    "    M.setdefault((d.year, d.month), Counter())[l] += 1\n"
+    "S = [(k, {x: c / sum(v.values()) for x, c in v.items()}) for k, v in M.items()]\n"
+)
+
+
 def _oolong_answer(q: str) -> str | None:
-    """The aggregation code for one OOLONG question (counting, user or timeline), or None if unknown."""
-    where, body = "labels", q
-    m = re.search(r"considering only instances dated in (\w+) (\d{4})", q)
-    if m:
-        where = f"[l for l, d in zip(labels, days) if d.strftime('%B %Y') == {m[1] + ' ' + m[2]!r}]"
-    if m := re.search(r"is the label '([^']+)' more common than.*?the label '([^']+)'", body):
-        return (
-            f"sel = Counter({where})\na, b = {m[1]!r}, {m[2]!r}\n"
-            "phrase = 'more common than' if sel[a] > sel[b] else 'less common than' if sel[a] < sel[b] "
-            "else 'same frequency as'\nresult = 'Answer: ' + a + ' is ' + phrase + ' ' + b"
+    """The aggregation code for one official OOLONG question (counting, user or timeline), or None."""
+    cond = next((make(m) for pattern, make in _SUBSETS if (m := re.search(pattern, q))), None)
+    code = (
+        f"keep = [i for i in range(len(rows)) if {cond or 'True'}]\n"
+        "L, U, D = [labels[i] for i in keep], [users[i] for i in keep], [days[i] for i in keep]\n"
+        f"C = Counter(x for x in L if x)\nKEYS = {'list(C)' if cond else 'LABELS'}\n"
+    )
+    if "which of the labels is the most common" in q:
+        return code + "result = 'Label: ' + max(KEYS, key=lambda x: C[x])"
+    if "which of the labels is the least common" in q:
+        return code + "result = 'Label: ' + min(KEYS, key=lambda x: C[x])"
+    if m := re.search(r"is label '([^']+)' more common, less common, or the same frequency as label '([^']+)'", q):
+        return code + (
+            f"a, b = {m[1]!r}, {m[2]!r}\nphrase = 'more common than' if C[a] > C[b] else 'less common than' "
+            "if C[a] < C[b] else 'same frequency as'\nresult = 'Answer: ' + a + ' is ' + phrase + ' ' + b"
         )
-    if m := re.search(r"how many instances from user (\d+) have the label '([^']+)'", q):
-        mine = f"1 for u, l in zip(users, labels) if u == {m[1]!r} and l == {m[2]!r}"
-        return f"result = 'Answer: ' + str(sum({mine}))"
-    if m := re.search(r"how many instances with the label '([^']+)' are dated after " + _DATE, q):
-        return (
-            f"cut = datetime.strptime({m[2]!r}, '%b %d, %Y').date()\n"
-            f"result = 'Answer: ' + str(sum(1 for d, l in zip(days, labels) if l == {m[1]!r} and d > cut))"
+    if m := re.search(r"how many data points should be classified as label '([^']+)'", q):
+        return code + f"result = 'Answer: ' + str(C[{m[1]!r}])"
+    if m := re.search(r"which user is represented (the second )?most often", q):
+        return code + f"result = 'User: ' + Counter(U).most_common(2)[{1 if m[1] else 0}][0]"
+    if m := re.search(r"which user has the most instances with the label ([^?]+)\?", q):
+        return code + f"result = 'User: ' + Counter(u for u, l in zip(U, L) if l == {m[1]!r}).most_common(1)[0][0]"
+    if m := re.search(r"which user has more instances with the label (.+?): User (\d+) or User (\d+)\?", q):
+        return code + (
+            f"P = Counter(u for u, l in zip(U, L) if l == {m[1]!r})\n"
+            f"result = 'User: ' + ({m[2]!r} if P[{m[2]!r}] >= P[{m[3]!r}] else {m[3]!r})"
         )
-    if m := re.search(r"how many instances have the label '([^']+)'", q):
-        return f"result = 'Answer: ' + str(labels.count({m[1]!r}))"
-    if m := re.search(r"which label is the most common among user (\d+)'s", q):
-        mine = f"Counter(l for u, l in zip(users, labels) if u == {m[1]!r})"
-        return f"result = 'Label: ' + {mine}.most_common(1)[0][0]"
-    if "which label is the most common" in q:
-        return "result = 'Label: ' + max(LABELS, key=lambda x: labels.count(x))"
-    if "which label is the least common" in q:
-        return "result = 'Label: ' + min(LABELS, key=lambda x: labels.count(x))"
-    if m := re.search(r"which user has the most instances with the label '([^']+)'", q):
-        per_user = f"Counter(u for u, l in zip(users, labels) if l == {m[1]!r})"
-        return f"result = 'User: ' + {per_user}.most_common(1)[0][0]"
-    if m := re.search(r"in which month do instances with the label '([^']+)' occur most often", q):
-        month = f"Counter(d.strftime('%B %Y') for d, l in zip(days, labels) if l == {m[1]!r})"
-        return f"result = 'Date: ' + {month}.most_common(1)[0][0]"
+    if m := re.search(r"which date is represented (the second )?most often", q):
+        pick = 1 if m[1] else 0
+        return code + f"result = 'Date: ' + Counter(D).most_common(2)[{pick}][0].strftime('%m/%d/%Y')"
+    if m := re.search(r"how many dates are represented exactly (\d+) times", q):
+        return code + f"result = 'Answer: ' + str(sum(1 for c in Counter(D).values() if c == {m[1]}))"
+    if m := re.search(r"was label '([^']+)' more common, less common, or the same frequency before (\S+), as", q):
+        return code + (
+            f"x, cut = {m[1]!r}, date.fromisoformat({m[2]!r})\n"
+            "B, A = [l for d, l in zip(D, L) if d < cut], [l for d, l in zip(D, L) if d > cut]\n"
+            "diff = B.count(x) / max(len(B), 1) - A.count(x) / max(len(A), 1)\n"
+            "result = 'Answer: ' + x + ' is ' + ('more common' if diff > 0 else 'less common' if diff < 0 "
+            "else 'the same frequency') + ' before ' + str(cut)"
+        )
+    if m := re.search(r"did the label '(.+?) first occur more often than the label '(.+?)'\?", q):
+        return (
+            code
+            + _MONTHLY
+            + (
+                f"hit = [k for k, s in S if s.get({m[1]!r}, 0) > s.get({m[2]!r}, 0)]\n"
+                "result = 'Answer: ' + (date(hit[0][0], hit[0][1], 1).strftime('%B %Y') if hit else 'none')"
+            )
+        )
+    if m := re.search(r"does the label '(.+?)' occur more frequently than the label '(.+?)'\?", q):
+        return (
+            code + _MONTHLY + f"result = 'Answer: ' + str(sum(s.get({m[1]!r}, 0) > s.get({m[2]!r}, 0) for _, s in S))"
+        )
+    if m := re.search(r"months is the label '(.+?)' the single most frequently", q):
+        alone = f"all(v < s.get({m[1]!r}, 0) for k, v in s.items() if k != {m[1]!r})"
+        return code + _MONTHLY + f"result = 'Answer: ' + str(sum({alone} for _, s in S))"
     return None
 
 
@@ -217,10 +265,13 @@ def _first_turn(q: str) -> str:
             "if at >= 0 else 'not found'\nprint(result)\n```"
         )
     labels_m = re.search(r"Each ([\w ]+?) has one of these labels: (.+?)\. The labels", q)
-    if not labels_m:
+    if labels_m:  # OOLONG-Pairs names its labels in the question
+        kind, labels_code = labels_m[1], f"LABELS = {[x.strip() for x in labels_m[2].split(',')]!r}"
+    elif _oolong_answer(q):
+        kind, labels_code = "instance", _LABELS_FROM_CONTEXT
+    else:
         return "I do not know how to solve this.\n```repl\nresult = 'unknown'\nprint(context[:200])\n```"
-    kind, labels = labels_m[1], [x.strip() for x in labels_m[2].split(",")]
-    setup = _READ_AND_LABEL.format(labels=labels, chunk=CHUNK, kind=kind)
+    setup = _READ_AND_LABEL.format(labels_code=labels_code, chunk=CHUNK, kind=kind)
     spec = _pairs_spec(q)
     tail = _PAIRS.format(spec=spec) if spec else (_oolong_answer(q) or "result = 'unknown'") + "\nprint(result)"
     return f"I will label every instance with sub-calls, then aggregate in code.\n```repl\n{setup}{tail}\n```"
