@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models.pricing import litellm, usage_of
@@ -94,8 +95,9 @@ def _usage(endpoint: Endpoint, messages: list[dict[str, Any]], reported: Any, te
     )
 
 
-def classify(exc: BaseException, model: str) -> ProviderError:
-    """Turn a litellm/httpx exception into a ProviderError that says whether retrying can help."""
+def classify(exc: BaseException, model: str, api_base: str | None = None) -> ProviderError:
+    """Turn a litellm/httpx exception into a ProviderError that says whether retrying can help;
+    `api_base`, where the call went, names the address that did not answer a refused connection."""
     if isinstance(exc, ProviderError):
         return exc
     status = getattr(exc, "status_code", None)
@@ -113,7 +115,7 @@ def classify(exc: BaseException, model: str) -> ProviderError:
         )
     if _refused(exc):  # litellm reports a refused connection as a 500 "Connection error"
         return ProviderError(
-            f"{model}: APIConnectionError: nothing answers at the server's address (connection refused); "
+            f"{model}: APIConnectionError: nothing answers at {_address(api_base)} (connection refused); "
             + CHECK_SERVER,
             model=model,
             transient=True,
@@ -125,6 +127,22 @@ def classify(exc: BaseException, model: str) -> ProviderError:
         transient=transient,
         retry_after=_retry_after(exc),
     )
+
+
+def _address(api_base: str | None) -> str:
+    """host:port of `api_base` (its scheme's port when it names none), as the native client names a
+    refused address; litellm's error does not say where it tried, only the endpoint does."""
+    if not api_base:
+        return "the provider's address"
+    url = urlsplit(api_base if "://" in api_base else f"http://{api_base}")
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number: show what was configured
+        return api_base
+    host = url.hostname
+    if not host:
+        return api_base
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _refused(exc: BaseException) -> bool:
@@ -203,16 +221,16 @@ def _request(endpoint: Endpoint, messages: list[dict[str, Any]], timeouts: Timeo
     return litellm().acompletion(messages=messages, timeout=timeout, **extra, **endpoint.request_kwargs())
 
 
-def _failure(exc: BaseException, model: str, timeouts: Timeouts) -> ProviderError:
+def _failure(exc: BaseException, endpoint: Endpoint, timeouts: Timeouts) -> ProviderError:
     """`classify`, but a connection that timed out says which setting bounds it."""
     import httpx
 
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, httpx.ConnectTimeout):
-            return timeouts.expired("connect", model)
+            return timeouts.expired("connect", endpoint.model)
         cause = cause.__cause__ or cause.__context__
-    return classify(exc, model)
+    return classify(exc, endpoint.model, endpoint.api_base)
 
 
 async def complete(endpoint: Endpoint, messages: list[dict[str, Any]], timeouts: Timeouts | None = None) -> Completion:
@@ -225,7 +243,7 @@ async def complete(endpoint: Endpoint, messages: list[dict[str, Any]], timeouts:
     except ProviderError:
         raise
     except Exception as exc:
-        raise _failure(exc, endpoint.model, timeouts) from exc
+        raise _failure(exc, endpoint, timeouts) from exc
     choice = response.choices[0]
     text = choice.message.content or ""
     return Completion(
@@ -263,7 +281,7 @@ async def stream(
     except ProviderError:
         raise
     except Exception as exc:
-        raise _failure(exc, endpoint.model, timeouts) from exc
+        raise _failure(exc, endpoint, timeouts) from exc
     chunks = aiter(response)
     try:
         while True:
@@ -281,7 +299,7 @@ async def stream(
                     parts.append(delta)
                     yield delta
     except Exception as exc:
-        error = _failure(exc, endpoint.model, timeouts)
+        error = _failure(exc, endpoint, timeouts)
         if parts:
             raise StreamInterrupted(str(error), partial_text="".join(parts), model=endpoint.model) from exc
         raise error from exc
