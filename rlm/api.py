@@ -258,7 +258,11 @@ class RLM:
             after_block=s.after_block,
             max_output_chars=s.max_output_chars,
             sandbox=s.sandbox,
-            cell_limits=CellLimits(timeout_s=s.cell_timeout, memory_mb=s.sandbox_memory_mb or sandbox_memory_for(ctx)),
+            cell_limits=CellLimits(
+                timeout_s=s.cell_timeout,
+                cpu_s=s.cell_cpu,
+                memory_mb=s.sandbox_memory_mb or sandbox_memory_for(ctx),
+            ),
         )
         with self._run(trace, on_event) as (events, budget, gateway):
             routes = gateway.routes

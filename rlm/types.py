@@ -96,7 +96,7 @@ class CellOutcome:
 
     stdout: str = ""
     error: str | None = None
-    error_kind: str | None = None  # None | exception | policy | timeout | memory | output | killed
+    error_kind: str | None = None  # None | exception | policy | timeout | cpu | memory | output | killed
     duration_s: float = 0.0
     answer: dict[str, Any] = field(default_factory=lambda: {"content": "", "ready": False})
     final: str | None = None  # set when the cell called FINAL(x) or FINAL_VAR(name)

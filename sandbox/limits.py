@@ -19,6 +19,10 @@ class CellLimits:
     * `code_chars`: the longest cell source accepted.
     * `answer_chars`: the longest `answer['content']` (and FINAL value) kept; longer ones are cut.
     * `batch_prompts`: the most prompts one `llm_query_batched` / `rlm_query_batched` call may send.
+    * `cpu_s`: CPU time of one cell (None: as long as `timeout_s`). Python code past it is stopped
+      with an error and the session keeps its state; a C-level call that cannot be interrupted (a
+      catastrophic regular expression, a huge `pow`) is killed by the kernel's CPU limit a moment
+      later, and the session restarts with the variables of the last finished cell.
     * `restore_s`: time a fresh worker may spend re-running the saved definitions after a restart;
       what is left then is dropped (and reported), so a killed cell never costs a second long wait.
     """
@@ -32,6 +36,7 @@ class CellLimits:
     code_chars: int = 500_000
     answer_chars: int = 1_000_000
     kill_grace_s: float = 0.5
+    cpu_s: float | None = None
     restore_s: float = 5.0
     batch_prompts: int = 1_000
 
@@ -44,6 +49,11 @@ class CellLimits:
             f"{name}() takes at most {self.batch_prompts:,} prompts per call, got {size:,}; "
             "send them in slices, or summarise first with fewer, larger prompts"
         )
+
+    @property
+    def cell_cpu_s(self) -> float:
+        """The CPU time a cell may use."""
+        return self.timeout_s if self.cpu_s is None else min(self.cpu_s, self.timeout_s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,6 +35,10 @@ class CellTimeout(BaseException):
     """Raised into a cell that ran past its time limit (BaseException: `except Exception` won't eat it)."""
 
 
+class CellCpuLimit(CellTimeout):
+    """Raised into a cell that used up its CPU time."""
+
+
 class CellCancelled(CellTimeout):
     """Raised into a cell whose run was cancelled (the answer was found, a budget tripped, Ctrl-C)."""
 
@@ -276,6 +280,8 @@ class Interpreter:
             )
         if isinstance(exc, RecursionError):
             return f"The REPL allows about {self.limits.recursion} nested calls; use a loop or an explicit stack."
+        if isinstance(exc, CellCpuLimit):
+            return f"The cell may use {self.limits.cell_cpu_s:g} s of CPU; do less per cell or use llm_query."
         if isinstance(exc, CellTimeout):
             return f"The cell ran longer than {self.limits.timeout_s:g} s; do less per cell or use llm_query."
         if isinstance(exc, SystemExit | KeyboardInterrupt):
@@ -374,6 +380,8 @@ def _compile_plain(code: str, filename: str) -> CompiledCell:
 def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, PolicyError):
         return "policy"
+    if isinstance(exc, CellCpuLimit):
+        return "cpu"
     if isinstance(exc, CellTimeout):
         return "timeout"
     if isinstance(exc, MemoryError):

@@ -35,7 +35,7 @@ from sandbox.protocol import AsyncChannel, ChannelClosed, ProtocolViolation
 from sandbox.repl import QUERY_NAMES, CellCancelled, CellTimeout, Interpreter, build_context
 from sandbox.zygote import spawn_worker
 
-ERROR_KINDS = frozenset({"exception", "policy", "timeout", "memory", "output", "killed"})
+ERROR_KINDS = frozenset({"exception", "policy", "timeout", "cpu", "memory", "output", "killed"})
 START_TIMEOUT_S = 30.0
 MAX_REPLAY = 300
 MAX_REPLAY_CHARS = 1_000_000
@@ -160,6 +160,8 @@ class _WorkerLost(Exception):
     def reason(self) -> str:
         if self.kind == "timeout":
             return "the cell timed out and its worker was killed"
+        if self.kind == "cpu":
+            return "the cell used up its CPU time in a call that could not be interrupted and its worker was killed"
         return "the worker died or misbehaved and was killed"
 
 
@@ -184,6 +186,14 @@ def _death_message(ending: str | None, limits: CellLimits) -> str:
     return (
         f"the REPL worker died while running the cell {how}; the memory limit is {limits.memory_mb} MB. "
         "Work on smaller pieces of the data."
+    )
+
+
+def _cpu_message(limits: CellLimits) -> str:
+    return (
+        f"CpuLimit: the cell used more than {limits.cell_cpu_s:g} s of CPU time in one call that could not be "
+        "interrupted (a long loop inside a built-in, such as sum(range(10**11))), so its worker was killed. "
+        "Do less per cell: work on chunks."
     )
 
 
@@ -347,7 +357,10 @@ class ProcessSession(Session):
                 "its worker was killed. Do less per cell (work on chunks) or use llm_query.",
             ) from None
         except ChannelClosed:
-            raise _WorkerLost("killed", _death_message(await self._worker.ending(), self.limits)) from None
+            ending = await self._worker.ending()
+            if ending is not None and ending.endswith("SIGXCPU"):
+                raise _WorkerLost("cpu", _cpu_message(self.limits)) from None
+            raise _WorkerLost("killed", _death_message(ending, self.limits)) from None
         except ProtocolViolation as exc:
             raise _WorkerLost("killed", f"the REPL worker sent a malformed reply and was killed ({exc})") from None
 

@@ -2,8 +2,9 @@
 
 It is forked from the zygote (already warm), receives its context spec and limits, rebuilds the
 context (an mmap, no copy), lowers its own limits and then serves cells until the host hangs up.
-A SIGALRM timer stops pure-Python overruns inside the worker (state survives); the host's deadline
-and the kernel's CPU limit stop everything else by killing the process.
+A SIGALRM timer (wall time) and a SIGPROF timer (CPU time) stop pure-Python overruns inside the
+worker (state survives); the kernel's CPU limit, just past the cell's CPU time, and the host's deadline
+stop everything else (a C-level call) by killing the process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from sandbox import oslayer
 from sandbox.limits import CellLimits
 from sandbox.protocol import BlockingChannel, ChannelClosed
-from sandbox.repl import CellTimeout, Interpreter, build_context
+from sandbox.repl import CellCpuLimit, CellTimeout, Interpreter, build_context
 
 _RETRIGGER_S = 0.25
 _FD_LIMIT = 64
@@ -53,7 +54,12 @@ def serve(fd: int) -> None:
         if interp.running:
             raise CellTimeout(f"the cell ran longer than {limits.timeout_s:g} s and was stopped")
 
+    def on_cpu(signum: int, frame: Any) -> None:
+        if interp.running:
+            raise CellCpuLimit(f"the cell used more than {limits.cell_cpu_s:g} s of CPU time and was stopped")
+
     signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_cpu)
     random.seed()  # every worker is forked from the same zygote: do not share its random state
     _confine(limits)
     # From here on nothing new is opened: the channel, the context's mmap and every module are in place.
@@ -66,10 +72,12 @@ def serve(fd: int) -> None:
             return
         try:
             if message["op"] == "run":
-                reply = _timed(limits, limits.timeout_s, interp.run, message["code"], message.get("cell"))
+                reply = _timed(
+                    limits, limits.timeout_s, limits.cell_cpu_s, interp.run, message["code"], message.get("cell")
+                )
             elif message["op"] == "restore":
                 replay, snapshot, names = message["replay"], message["snapshot"], message["names"]
-                reply = _timed(limits, limits.restore_s, interp.restore, replay, snapshot, names)
+                reply = _timed(limits, limits.restore_s, limits.restore_s, interp.restore, replay, snapshot, names)
             else:
                 return
         except MemoryError:  # the cell left too little memory to even report: say so, keep serving
@@ -106,17 +114,20 @@ _OUT_OF_MEMORY = {
 }
 
 
-def _timed(limits: CellLimits, seconds: float, run: Any, *args: Any) -> Any:
-    """Run with a `seconds` timer (a CellTimeout into pure Python) and a CPU limit a little past it
-    (SIGXCPU ends a C-level call the timer cannot stop, should the host's kill come late)."""
+def _timed(limits: CellLimits, seconds: float, cpu_s: float, run: Any, *args: Any) -> Any:
+    """Run with a `seconds` wall timer and a `cpu_s` CPU timer (each a CellTimeout into pure
+    Python), and the kernel's CPU limit a little past `cpu_s`: its SIGXCPU (default action: the
+    process ends) stops a C-level call the timers cannot interrupt, well before the host's deadline."""
     used = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_cap = math.ceil(used.ru_utime + used.ru_stime + seconds + limits.kill_grace_s + 2)
+    cpu_cap = math.ceil(used.ru_utime + used.ru_stime + cpu_s + limits.kill_grace_s)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_cap, resource.RLIM_INFINITY))
     signal.setitimer(signal.ITIMER_REAL, seconds, _RETRIGGER_S)
+    signal.setitimer(signal.ITIMER_PROF, cpu_s, _RETRIGGER_S)
     try:
         return run(*args)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _confine(limits: CellLimits) -> None:

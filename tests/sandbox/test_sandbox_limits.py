@@ -6,6 +6,8 @@ server's side, not only by rlm.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from conftest import Repl
 
@@ -115,3 +117,49 @@ def test_a_depth_two_fan_out_holds_a_bounded_number_of_sessions(scripted_server:
     assert most_alive(result.trajectory, 1) <= CHILD_SESSIONS
     assert most_alive(result.trajectory, 2) == CHILD_SESSIONS  # not 64: the slots are shared by the run
     assert any(event["type"] == "child_queued" for event in result.trajectory)
+
+
+CPU_LIMITS = CellLimits(timeout_s=120.0, cpu_s=1.0, memory_mb=1024)
+
+
+@pytest.fixture(scope="module")
+def cpu_repl() -> Iterator[Repl]:
+    """A session whose cells may use 1 s of CPU, far below their 120 s deadline."""
+    driver = Repl("process", CPU_LIMITS)
+    driver.ok("kept = 41")
+    yield driver
+    driver.close()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import re\nre.match(r'(a+)+$', 'a' * 40 + 'b')",  # catastrophic backtracking
+        "big = pow(10, 10**9)",  # a number of a billion digits
+        "while True:\n    pass",
+    ],
+    ids=["regex", "pow", "loop"],
+)
+def test_a_cell_is_stopped_at_its_cpu_time_and_keeps_its_state(cpu_repl: Repl, code: str) -> None:
+    outcome = cpu_repl.run(code)
+    assert outcome.error_kind == "cpu" and "more than 1 s of CPU time" in (outcome.error or "")
+    assert outcome.notice is None  # stopped inside the worker: nothing was restarted
+    assert cpu_repl.ok("print(kept + 1)").stdout.strip() == "42"
+
+
+def test_a_call_stuck_in_c_is_killed_at_its_cpu_time_and_the_session_restored(cpu_repl: Repl) -> None:
+    """sum() over a range never looks at signals: the kernel's CPU limit ends the worker."""
+    outcome = cpu_repl.run("total = sum(range(10**12))")
+    assert outcome.error_kind == "cpu" and (outcome.error or "").startswith("CpuLimit: ")
+    assert "could not be interrupted" in (outcome.error or "")
+    assert outcome.notice is not None and "all variables restored" in outcome.notice
+    assert cpu_repl.ok("print(kept + 1)").stdout.strip() == "42"
+
+
+def test_the_run_reports_a_cell_stopped_at_its_cpu_time(scripted_server: ScriptedServer) -> None:
+    cell = "```repl\nimport re\nre.match(r'(a+)+$', 'a' * 40 + 'b')\n```"
+    scripted_server.script("test-root", [cell, '```repl\nFINAL("still here")\n```'])
+    result = engine(scripted_server, cell_cpu=1.0, max_iterations=2).query("ctx", "q")
+    assert result.answer == "still here"
+    ends = [e for e in result.trajectory if e["type"] == "cell_end"]
+    assert ends[0]["error_kind"] == "cpu" and "CPU time" in ends[0]["error"]
