@@ -39,14 +39,16 @@ def serve(fd: int) -> None:
         return
 
     def call_host(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        paused = signal.setitimer(signal.ITIMER_REAL, 0)
+        # neither timer may fire mid-message: paused while the host answers
+        paused = [(timer, signal.setitimer(timer, 0)) for timer in (signal.ITIMER_REAL, signal.ITIMER_PROF)]
         try:
             # the answer so far rides along, so the host keeps it if the run is cancelled mid-call
             channel.send({"op": "call", "name": name, "args": args, "kwargs": kwargs, "answer": interp.answer_so_far()})
             return channel.recv()
         finally:
-            if paused[0] or paused[1]:
-                signal.setitimer(signal.ITIMER_REAL, paused[0] or paused[1], paused[1])
+            for timer, (left, interval) in paused:
+                if left or interval:
+                    signal.setitimer(timer, left or interval, interval)
 
     interp = Interpreter(context, limits, call_host, policy=init.get("policy", True) is not False)
 
