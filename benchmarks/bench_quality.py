@@ -30,7 +30,8 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ["RLM_CACHE"] = "false"  # every task must reach the scripted server
 
-from rlm.bench import run_bench, summarize
+from rlm.bench import run_bench
+from rlm.bench_report import summarize
 from rlm.scripted import ScriptedServer
 from rlm.scripted.solvers import root_policy, sub_policy
 
@@ -98,7 +99,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlm.bench import _short
+    from rlm.bench_report import short_length
 
     groups = sorted({(r["suite"], r["length"]) for r in rows if r["length"] != "all"}, key=lambda g: (g[0], g[1]))
     score = {(r["suite"], r["length"], r["method"]): r for r in rows}
@@ -112,7 +113,7 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[0].set_title("mean score (scripted keyword-heuristic solver, not an LLM)")
     axes[1].set_title("tokens per task")
     axes[1].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}K"))
-    axes[1].set_xticks(list(xs), [f"{s}\n{_short(length)}" for s, length in groups], fontsize=8)
+    axes[1].set_xticks(list(xs), [f"{s}\n{short_length(length)}" for s, length in groups], fontsize=8)
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

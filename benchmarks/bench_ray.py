@@ -32,7 +32,7 @@ os.environ["RLM_CACHE"] = "false"  # every job must reach the server
 import ray
 
 from rlm import ray_backend
-from rlm.batch import ResultsFile, load_jobs, run_batch
+from rlm.batch import ResultsFile, load_jobs, run_batch, run_on_ray
 from rlm.models.pricing import price
 from rlm.scripted import Reply, ScriptedServer
 from rlm.scripted.server import _prompt_tokens
@@ -132,7 +132,7 @@ def main() -> None:
         limiter = ray_backend.start_limiter(options, period=args.period)
         out = ResultsFile(folder / "limited.out.jsonl")
         start = time.perf_counter()
-        ray_backend.run_on_ray(load_jobs(write_jobs(folder, args.limit_jobs, "limited")), out, options, limiter=limiter)
+        run_on_ray(load_jobs(write_jobs(folder, args.limit_jobs, "limited")), out, options, limiter=limiter)
         elapsed = time.perf_counter() - start
         stats = ray.get(limiter.stats.remote())
         ray.shutdown()
@@ -148,16 +148,14 @@ def main() -> None:
         server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         base = {"model": "openai/root", "api_base": server.base_url, "api_key": "x", "max_iterations": 2}
-        ray_backend.run_on_ray(load_jobs(write_jobs(folder, 1, "probe")), ResultsFile(folder / "probe.out"), base)
+        run_on_ray(load_jobs(write_jobs(folder, 1, "probe")), ResultsFile(folder / "probe.out"), base)
         tpm = int(args.tpm_prompts * _prompt_tokens(server.records()[0].messages))
         server.reset()
         server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
         limiter = ray_backend.start_limiter(base | {"tpm": tpm}, period=args.period)
         out = ResultsFile(folder / "tpm.out.jsonl")
         start = time.perf_counter()
-        ray_backend.run_on_ray(
-            load_jobs(write_jobs(folder, args.limit_jobs, "tpm")), out, base | {"tpm": tpm}, limiter=limiter
-        )
+        run_on_ray(load_jobs(write_jobs(folder, args.limit_jobs, "tpm")), out, base | {"tpm": tpm}, limiter=limiter)
         elapsed = time.perf_counter() - start
         ray.shutdown()
         print(f"token limiter, 4 Ray workers, {args.limit_jobs} jobs, limit {tpm} prompt tokens per {args.period:g} s:")

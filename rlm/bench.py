@@ -6,24 +6,25 @@ resumes where it stopped (tasks that ended in a provider or harness error are ru
 tasks of a sweep all fail that way, the sweep stops with that error instead of failing every task (a
 wrong --api-base, model or key). --sweep-max-calls and --sweep-max-cost bound the whole sweep (tasks
 they cut run again on a re-run), and --rpm / --tpm / --max-in-flight hold across all its tasks. The
-summary (score, cost, tokens, sub-calls, wall time per suite and length) is printed as a table and
-written as summary.csv, summary.json and summary.png.
+summary is `rlm.bench_report`'s. With --ray the tasks run on Ray workers (`bench_runner`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
+import functools
 import json
-import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rlm.bench_report import write_atomic, write_summary
 from rlm.errors import ConfigError, ProviderError
 from rlm.loop import run as run_loop
+from rlm.ray_backend import MAX_RETRIES, ActorLimiter, connect, import_ray, start_limiter
+from rlm.sweep import limit_prefix
 
 ERROR_STATUS = "error"  # the harness could not get any answer
 RETRY_STATUSES = frozenset({ERROR_STATUS, "provider_error", "interrupted"})  # run again on resume
@@ -33,8 +34,6 @@ SWEEP = "sweep"  # names the sweep's own budgets in the error of a task they cut
 
 def _cut(result: TaskResult) -> bool:
     """A task the sweep's budget (not its own) stopped: it runs again on resume."""
-    from rlm.batch import limit_prefix
-
     return str(result.error).startswith(limit_prefix(SWEEP))
 
 
@@ -109,12 +108,6 @@ def failed_task(base: dict[str, Any], error: str, wall_time_s: float) -> TaskRes
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _safe(task_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id)
 
@@ -182,7 +175,7 @@ def _check_run_file(out: Path, run: dict[str, Any]) -> None:
                 f"{out} holds a run with different {', '.join(changed)}; use another --out folder to "
                 "start a new run, or the same options to resume this one."
             )
-    _write_atomic(path, json.dumps(run, indent=2))
+    write_atomic(path, json.dumps(run, indent=2))
 
 
 async def arun_bench(
@@ -229,8 +222,6 @@ async def arun_bench(
     cfg = run | {"api_base": api_base, "api_key": api_key, "timeout": timeout}
     on_ray = None
     if ray_address:
-        from rlm.ray_backend import bench_runner
-
         spec = (suite, n, size, seed)
         on_ray = bench_runner(
             ray_address,
@@ -275,8 +266,8 @@ async def arun_bench(
     abort: list[BenchAborted] = []
     workers: list[asyncio.Task[None]] = []
 
-    from rlm.batch import CostGate, batch_limiter
     from rlm.scheduler import set_shared_limiter
+    from rlm.sweep import CostGate, batch_limiter
 
     costs = CostGate.for_batch(sweep_max_cost, rlm.settings.max_cost, concurrency, SWEEP)
     settled = asyncio.Event()  # replaced at each settlement: wakes the tasks waiting for a loan
@@ -307,7 +298,7 @@ async def arun_bench(
                 result = await (on_ray(task) if on_ray else _run_one(task, cfg, rlm, out))
             else:
                 result = await with_loan(task, costs)
-        _write_atomic(out / "results" / f"{_safe(task.id)}.json", json.dumps(asdict(result), indent=2))
+        write_atomic(out / "results" / f"{_safe(task.id)}.json", json.dumps(asdict(result), indent=2))
         done[task.id] = result
         cost = sum(r.cost_usd for r in done.values())
         bar.update(bar_id, advance=1, score=mean_score(), cost=cost)
@@ -378,147 +369,82 @@ def run_bench(suite: str, **kwargs: Any) -> list[TaskResult]:
     return run_loop(arun_bench(suite, **kwargs))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Summary
+@functools.cache
+def _bench_tasks(suite: str, n: int | None, length: int | None, seed: int) -> list[Any]:
+    """A suite's tasks, built once per worker process from the same spec the driver used."""
+    from rlm_datasets import load_suite
 
-SUMMARY_FIELDS = (
-    "suite",
-    "method",
-    "length",
-    "n",
-    "completed",
-    "score",
-    "lenient_score",
-    "cost_usd",
-    "cost_per_task",
-    "cost_complete",
-    "tokens",
-    "tokens_per_task",
-    "sub_calls_per_task",
-    "wall_time_s_per_task",
-)
+    return load_suite(suite, n=n, length=length, seed=seed)
 
 
-def summarize(results: Iterable[TaskResult]) -> list[dict[str, Any]]:
-    """One row per (suite, method, length) plus an 'all' row when there is more than one group."""
-    groups: dict[tuple[str, str, Any], list[TaskResult]] = {}
-    results = list(results)
-    for r in results:
-        groups.setdefault((r.suite, r.method, r.meta.get("length")), []).append(r)
-    keyed = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0))
-    rows = [_row(*key, rs) for key, rs in keyed]
-    if len(rows) > 1:
-        rows.append(_row("all", results[0].method if results else "", "all", results))
-    return rows
+@functools.cache
+def _remote_bench() -> Any:
+    ray = import_ray()
+
+    @ray.remote(max_retries=MAX_RETRIES)
+    def run_bench_task(
+        spec: tuple[str, int | None, int | None, int, int],
+        cfg: dict[str, Any],
+        options: dict[str, Any],
+        out: str,
+        limiter: Any,
+    ) -> dict[str, Any]:
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from rlm.api import RLM
+        from rlm.bench import _run_one
+        from rlm.loop import run
+        from rlm.scheduler import set_shared_limiter
+
+        suite, n, length, seed, index = spec
+        task = _bench_tasks(suite, n, length, seed)[index]
+        keys = ("model", "sub_model", "api_base", "api_key", "timeout")
+        rlm = RLM(**{k: cfg[k] for k in keys}, **options)
+        set_shared_limiter(ActorLimiter(limiter, bool(options.get("tpm"))) if limiter is not None else None)
+        try:
+            return asdict(run(_run_one(task, cfg, rlm, Path(out))))
+        finally:
+            set_shared_limiter(None)
+
+    return run_bench_task
 
 
-def _row(suite: str, method: str, length: Any, rs: list[TaskResult]) -> dict[str, Any]:
-    n = len(rs)
-    cost = sum(r.cost_usd for r in rs)
-    tokens = sum(r.total_tokens for r in rs)
-    return {
-        "suite": suite,
-        "method": method,
-        "length": length,
-        "n": n,
-        "completed": sum(r.status == "completed" for r in rs),
-        "score": round(sum(r.score for r in rs) / n, 4) if n else 0.0,
-        "lenient_score": round(sum(r.lenient_score or 0.0 for r in rs) / n, 4) if n else 0.0,
-        "cost_usd": round(cost, 6),
-        "cost_per_task": round(cost / n, 6) if n else 0.0,
-        "cost_complete": all(r.cost_complete for r in rs),
-        "tokens": tokens,
-        "tokens_per_task": round(tokens / n) if n else 0,
-        "sub_calls_per_task": round(sum(r.sub_calls for r in rs) / n, 2) if n else 0.0,
-        "wall_time_s_per_task": round(sum(r.wall_time_s for r in rs) / n, 2) if n else 0.0,
-    }
+def bench_runner(
+    address: str,
+    concurrency: int,
+    *,
+    tasks: list[Any],
+    spec: tuple[str, int | None, int | None, int],
+    cfg: dict[str, Any],
+    options: dict[str, Any],
+    out: Path,
+    max_calls: int | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """What `rlm bench --ray` awaits instead of running a task here: the task goes out as (suite, n,
+    length, seed, index), the worker builds it and writes its trajectory under `out` (a folder every
+    node must see, on a cluster), and its result comes back to be saved by the driver. --rpm, --tpm,
+    --max-in-flight and --sweep-max-calls hold across the cluster through the limiter actor."""
+    from rlm.bench import TaskResult, failed_task, task_identity
 
+    ray = connect(address, num_cpus=concurrency)
+    remote = _remote_bench()
+    index = {task.id: i for i, task in enumerate(tasks)}
+    shared = ray.put(options)
+    folder = str(out.resolve())
+    limiter = start_limiter(options, max_calls=max_calls, scope="sweep")
 
-def write_summary(results: list[TaskResult], out: Path, *, show: bool = True) -> list[dict[str, Any]]:
-    """summary.json, summary.csv and summary.png in `out`; the table on the terminal when `show`."""
-    rows = summarize(results)
-    _write_atomic(out / "summary.json", json.dumps(rows, indent=2))
-    with (out / "summary.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    model = results[0].model if results else ""
-    sub = results[0].sub_model if results else None
-    plot_summary(rows, out / "summary.png", title=model + (f" + {sub}" if sub else ""))
-    if show:
-        _print_table(rows)
-    return rows
+    async def run_task(task: Any, max_cost: float | None = None) -> TaskResult:
+        """`max_cost`: the task's loan of the sweep's cost budget, as its run's own max_cost."""
+        task_options = shared if max_cost is None else options | {"max_cost": max_cost}
+        ref = remote.remote((*spec, index[task.id]), cfg, task_options, folder, limiter)
+        try:
+            return TaskResult(**await ref)
+        except asyncio.CancelledError:
+            ray.cancel(ref, force=True)
+            raise
+        except ray.exceptions.RayError as exc:  # the task's workers died past max_retries
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+            return failed_task(task_identity(task, cfg), error, 0.0)
 
-
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    """The summary on stdout; `done` counts tasks that ran to an answer (not cut by a limit or an error)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="rlm bench")
-    heads = ("suite", "method", "length", "done/n", "score", "cost $", "tokens/task", "sub-calls/task", "s/task")
-    for name in heads:
-        table.add_column(name, justify="left" if name in ("suite", "method") else "right", overflow="fold")
-    for r in rows:
-        cost = f"{r['cost_usd']:.4f}" + ("" if r["cost_complete"] else "*")
-        table.add_row(
-            str(r["suite"]),
-            str(r["method"]),
-            str(r["length"]),
-            f"{r['completed']}/{r['n']}",
-            f"{r['score']:.3f}",
-            cost,
-            f"{r['tokens_per_task']:,}",
-            f"{r['sub_calls_per_task']:.1f}",
-            f"{r['wall_time_s_per_task']:.1f}",
-        )
-    console = Console()
-    if not console.is_terminal:  # piped or redirected: wide enough for every column
-        console = Console(width=120)
-    console.print(table)
-    if any(not r["cost_complete"] for r in rows):
-        console.print("* some calls had no known price; their cost is counted as 0")
-
-
-_LENGTH_NAMES = {8192: "8K", 16384: "16K", 32768: "32K", 65536: "64K", 131072: "131K", 262144: "256K", 80000: "80K"}
-
-
-def _short(length: Any) -> str:
-    """The names `--length` takes (8K .. 131K, as the papers call them); other sizes in full."""
-    return _LENGTH_NAMES.get(length, f"{length:,}" if isinstance(length, int) else str(length))
-
-
-def plot_summary(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
-    """Mean score, tokens per task and cost per task by group, side by side, values written on the bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    shown = [r for r in rows if r["length"] != "all"] or rows
-    names = [f"{r['suite']}\n{_short(r['length'])}" for r in shown]
-    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 1.9 * len(shown) + 4), 4))
-    panels = (
-        ("mean score", "score", "#3b7dd8", "{:.2f}"),
-        ("tokens per task", "tokens_per_task", "#5aa469", "{:,.0f}"),
-        ("cost per task (USD)", "cost_per_task", "#d8863b", "{:.4f}"),
-    )
-    for ax, (label, key, color, fmt) in zip(axes, panels, strict=True):
-        values = [r[key] for r in shown]
-        bars = ax.bar(names, values, color=color)
-        ax.set_title(label)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.set_ylim(0, 1.1 if key == "score" else max(max(values, default=0) * 1.15, 1e-9))
-        if key == "cost_per_task" and not any(values):
-            ax.set_yticks([])
-            ax.text(0.5, 0.5, "no price known\nfor these models", ha="center", va="center", transform=ax.transAxes)
-            continue
-        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=7, padding=2)
-        if key == "tokens_per_task":
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}K"))
-    method = shown[0]["method"] if shown else ""
-    fig.suptitle(f"rlm bench ({method}){' · ' + title if title else ''}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return run_task

@@ -14,7 +14,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, NamedTuple
 
-from rlm.models.openai_compat import litellm_package
+from rlm.litellm_files import litellm_package
 
 if TYPE_CHECKING:
     import tiktoken

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from rlm.batch import ResultsFile, load_jobs, read_results, run_batch
+from rlm.batch import ResultsFile, load_jobs, read_results, run_batch, run_on_ray
 from rlm.cli import main
 from rlm.errors import ConfigError
 from rlm.scripted import ChatRequest, Fault, Reply, ScriptedServer
@@ -255,7 +255,7 @@ def test_cluster_limiter_holds_across_workers(local_ray: Any, scripted_server: S
     options = _options(scripted_server, max_in_flight=1)
     out = ResultsFile(tmp_path / "r.jsonl")
     limiter = ray_backend.start_limiter(options)
-    ray_backend.run_on_ray(load_jobs(_jobs(tmp_path, boom=False, n=6)), out, options, limiter=limiter)
+    run_on_ray(load_jobs(_jobs(tmp_path, boom=False, n=6)), out, options, limiter=limiter)
     assert [row["status"] for row in out.written] == ["completed"] * 6
     assert len(scripted_server.records()) == 6
     assert _max_overlap(scripted_server) == 1
@@ -273,13 +273,13 @@ def test_cluster_token_rate_holds_across_workers(
     scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     warm = ResultsFile(tmp_path / "warm.jsonl")
     (tmp_path / "warm").mkdir()
-    ray_backend.run_on_ray(load_jobs(_jobs(tmp_path / "warm", boom=False, n=1)), warm, _options(scripted_server))
+    run_on_ray(load_jobs(_jobs(tmp_path / "warm", boom=False, n=1)), warm, _options(scripted_server))
     prompt = _prompt_tokens(scripted_server.records()[0].messages)
     scripted_server.reset()
     scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     options, period = _options(scripted_server, tpm=int(2.5 * prompt)), 2.0
     out, limiter = ResultsFile(tmp_path / "r.jsonl"), ray_backend.start_limiter(options, period=period)
-    ray_backend.run_on_ray(load_jobs(_jobs(tmp_path, boom=False, n=5)), out, options, limiter=limiter)
+    run_on_ray(load_jobs(_jobs(tmp_path, boom=False, n=5)), out, options, limiter=limiter)
     assert [row["status"] for row in out.written] == ["completed"] * 5
     arrivals = sorted(r.received_at for r in scripted_server.records())
     assert len(arrivals) == 5
@@ -326,7 +326,7 @@ def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_g
     with jobs_path.open("a") as f:
         f.write(json.dumps({"id": "doomed", "question": "doomed", "context": "abcd"}) + "\n")
     jobs, out, options = load_jobs(jobs_path), ResultsFile(tmp_path / "r.jsonl"), _options(scripted_server)
-    batch = threading.Thread(target=ray_backend.run_on_ray, args=(jobs, out, options))
+    batch = threading.Thread(target=run_on_ray, args=(jobs, out, options))
     batch.start()
     doomed = lambda: [r for r in scripted_server.records() if "doomed" in json.dumps(r.messages)]  # noqa: E731
     for attempt in range(1, ray_backend.MAX_RETRIES + 2):
@@ -342,7 +342,7 @@ def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_g
 
     scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     again = ResultsFile(out.path)
-    ray_backend.run_on_ray(jobs, again, options)  # a re-run does only the failed job
+    run_on_ray(jobs, again, options)  # a re-run does only the failed job
     assert [(row["id"], row["answer"]) for row in again.written] == [("doomed", "4")]
 
 

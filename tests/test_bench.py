@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 from rlm_datasets import load_suite, score
 
-from rlm.bench import BenchAborted, run_bench, summarize
+from rlm.bench import BenchAborted, run_bench
+from rlm.bench_report import summarize
 from rlm.direct import truncate_middle
 from rlm.scripted import ChatRequest, ScriptedServer
 from rlm.scripted.solvers import DIRECT_LABEL, classify, install, root_policy, sub_policy

@@ -8,13 +8,13 @@ providers.json` in its package) are read as data, without importing litellm.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
+
+from rlm.litellm_files import litellm_package
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,6 @@ _BUILT_IN = [
 # max_tokens, so param_mappings of it do not matter); an entry with anything else (custom headers,
 # parameter constraints, special handling) is left to litellm
 _PLAIN_FIELDS = {"base_url", "api_key_env", "api_base_env", "param_mappings", "supported_endpoints", "provider_info"}
-
-
-def litellm_package() -> Path | None:
-    """litellm's installed package directory, found without importing it."""
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _from_litellm_json() -> list[Provider]:

@@ -17,7 +17,8 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-from rlm.models.openai_compat import litellm_package, providers
+from rlm.litellm_files import litellm_package
+from rlm.models.openai_compat import providers
 from rlm.types import Usage
 
 # litellm providers that send every request to the `api_base` they are given (checked against
