@@ -20,7 +20,8 @@ from rlm.view.trace import Call, Cell, Node, Text, Totals, Trace, Turn
 CALL_CHARS = 500  # of each call's prompt and response put in the page (cell texts are kept as read)
 LANES = 12  # bars stacked per timeline row at most; more concurrent ones share lanes
 LANE_PX = 14
-OPEN_CELLS = 60  # traces with at most this many cells open every turn and cell; bigger ones start collapsed
+OPEN_ITEMS = 200  # traces with at most this many calls and cells open every turn and cell; bigger ones start closed
+CALLS_OPEN = 12  # calls listed open under a turn or cell; more are one closed line until clicked (the page stays light)
 
 SCRIPT = """(function () {
   var tl = document.getElementById("timeline");
@@ -155,7 +156,8 @@ class _Page:
         self.span = max(trace.duration_s, 1e-3)
         self.bars: dict[tuple[int, ...], list[_Bar]] = {path: [] for path in trace.nodes}
         self.ids = 0
-        self.open = " open" if sum(len(node.cells()) for node in trace.nodes.values()) <= OPEN_CELLS else ""
+        items = len(trace.calls) + sum(len(node.cells()) for node in trace.nodes.values())
+        self.open = " open" if items <= OPEN_ITEMS else ""
 
     def new_id(self, prefix: str) -> str:
         self.ids += 1
@@ -260,12 +262,21 @@ class _Page:
                 f'<td>{"hit" if call.cached else ""}</td><td class="l">{esc(call.finish_reason or "")}</td>'
                 f'<td>{call.start:.2f} s</td><td class="l">{texts}</td></tr>'
             )
-        return (
+        table = (
             '<table class="calls"><tr><th class="l">role</th><th class="l">model</th><th>tokens in+out</th>'
             "<th>cost</th>"
             '<th>latency</th><th>cache</th><th class="l">finish</th><th>started</th><th class="l"></th></tr>'
             + "".join(rows)
             + "</table>"
+        )
+        if len(calls) <= CALLS_OPEN:
+            return table
+        totals = Totals()
+        for call in calls:
+            totals.add(call)
+        return (
+            f"<details><summary>{count(totals.calls, 'call')} · {count(totals.cache_hits, 'cache hit')} · "
+            f"{totals.tokens:,} tokens · {esc(money(totals.cost_usd, totals.priced))}</summary>{table}</details>"
         )
 
     # --- the timeline -----------------------------------------------------------------------------
@@ -282,7 +293,8 @@ class _Page:
         ticks = []
         t = 0.0
         while t <= self.span + 1e-9:
-            ticks.append(f'<div class="tick" style="left:{_pct(t, self.span)}">{seconds(t)}</div>')
+            label = f"{t * 1000:.0f} ms" if step < 1 else f"{t:g} s"
+            ticks.append(f'<div class="tick" style="left:{_pct(t, self.span)}">{label}</div>')
             t += step
         marks = [
             f'<div class="gapmark" style="left:{_pct(gap.at, self.span)}" '
