@@ -1,9 +1,21 @@
-"""OOLONG-Pairs: the 20 pair queries of the RLM paper (appendix D.1) over trec_coarse windows.
+"""OOLONG-Pairs: the 20 pair queries of the RLM paper (arXiv 2512.24601, appendix D.1) over trec_coarse windows.
 
-Each query asks for every pair of user IDs that meets a condition on the users' (hidden) labels, so the
-answer grows with the square of the number of users. Queries 1-10 put the same condition on both users
-(some with a date rule); queries 11-20 put one condition on one user and another on the other.
-The conditions are encoded as data below and both the question text and the gold set come from them.
+"we synthetically generate 20 new tasks based on the ground-truth labels for the OOLONG (Bertsch et al.,
+2025) trec_coarse split" (D.1): each query asks for every pair of user IDs that meets a condition on the
+users' hidden labels, so the answer grows with the square of the number of users. Queries 1-10 put the
+same condition on both users (4, 5, 7, 9 and 10 with a date rule); queries 11-20 put one condition on one
+user and another on the other. The conditions are data below; the question text is built from them in
+the paper's wording, and so is the gold set. The windows are the OOLONG-synth ones (rlm_datasets.oolong);
+at 32K a trec_coarse window holds 787 instances, as the paper's published 32K window does.
+
+Two rules the paper leaves open, and what this module chooses:
+
+* A date rule such as "all instances that are a human being for both users must be after January 6, 2023"
+  on a user with no instance of that label: the rule holds (nothing violates "all instances ... must
+  be"), so that user still qualifies through the other label of "at least one instance with a human
+  being or location". "After" and "before" are strict: an instance dated on the day itself breaks it.
+* A query whose gold is empty: an answer with no pair scores 1 and any listed pair scores 0
+  (`rlm_datasets.scoring.score_pairs`); the paper scores Pairs by F1, which is undefined there.
 """
 
 from __future__ import annotations
@@ -14,11 +26,27 @@ from dataclasses import dataclass, field
 from datetime import date
 from itertools import combinations
 
-from rlm_datasets.oolong import Record, build_window, format_date
+from rlm_datasets.oolong import Record, build_window
 from rlm_datasets.pools import POOL_INFO
 from rlm_datasets.task import Task
 
 DESC, ENTY, HUM, NUM, LOC, ABBR = POOL_INFO["trec_coarse"][1]
+_NUMBER_WORDS = {1: "one", 2: "two"}
+
+
+def _article(label: str) -> str:
+    return f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
+
+
+def _series(parts: list[str]) -> str:
+    """'a', 'a and b', 'a, b, and c', as the paper lists a user's requirements."""
+    return (
+        parts[0]
+        if len(parts) == 1
+        else " and ".join(parts)
+        if len(parts) == 2
+        else ", ".join(parts[:-1]) + ", and " + parts[-1]
+    )
 
 
 @dataclass(frozen=True)
@@ -33,8 +61,8 @@ class Need:
         return counts[self.label] == self.k if self.exact else counts[self.label] >= self.k
 
     def words(self) -> str:
-        amount = f"exactly {self.k}" if self.exact else f"at least {self.k}"
-        return f"{amount} instance{'s' if self.k > 1 else ''} labelled '{self.label}'"
+        amount = f"{'exactly' if self.exact else 'at least'} {_NUMBER_WORDS[self.k]}"
+        return f"{amount} instance{'s' if self.k > 1 else ''} with {self.label}"
 
 
 @dataclass(frozen=True)
@@ -51,7 +79,8 @@ class DateRule:
 
     def words(self) -> str:
         side = "after" if self.after else "before"
-        return f"every instance labelled '{self.label}' is dated {side} {format_date(self.day)}"
+        when = f"{self.day.strftime('%B')} {self.day.day}, {self.day.year}"
+        return f"all instances that are {_article(self.label)} for both users must be {side} {when}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,7 @@ class Condition:
     any_of: tuple[str, ...] = ()
     needs: tuple[Need, ...] = ()
     rule: DateRule | None = None
+    paper_words: str | None = None  # the paper's own phrasing where it departs from the regular one
 
     def holds(self, records: list[Record]) -> bool:
         counts = Counter(r.label for r in records)
@@ -71,13 +101,20 @@ class Condition:
         return self.rule is None or self.rule.holds(records)
 
     def words(self) -> str:
-        parts = []
+        if self.paper_words:
+            return self.paper_words
         if self.any_of:
-            parts.append("at least one instance labelled " + " or ".join(f"'{x}'" for x in self.any_of))
-        parts += [n.words() for n in self.needs]
-        if self.rule:
-            parts.append(self.rule.words())
-        return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+            first, *rest = self.any_of
+            text = "at least one instance with " + " or ".join([_article(first), *rest])
+            return f"{text}, and {self.rule.words()}" if self.rule else text
+        return _series([n.words() for n in self.needs])
+
+
+_SUFFIX = (
+    "Each of the questions can be labelled as one of the labels (the data does not provide the labels, you need "
+    "to figure out the label from the semantics of the question): {labels}. In your answer, list all pairs in "
+    "the format (user_id_1, user_id_2), separated by newlines."
+)
 
 
 @dataclass(frozen=True)
@@ -89,15 +126,13 @@ class PairQuery:
 
     def question(self) -> str:
         if self.other is None:
-            cond = f"both users have {self.one.words()}"
+            cond = f"where both users have {self.one.words()}"
         else:
-            cond = f"one user has {self.one.words()}, and the other user has {self.other.words()}"
+            cond = f"such that one user has {self.one.words()}, and the other user has {self.other.words()}"
         labels = ", ".join([DESC, ENTY, HUM, NUM, LOC, ABBR])
         return (
-            f"Using the data above, list every pair of distinct user IDs such that {cond}. "
-            f"Each question has one of these labels: {labels}. The labels are not given; infer each one "
-            "from the question's meaning. List each pair once, with the smaller user ID first, one pair "
-            "per line in the form (user_id_1, user_id_2). If no pair qualifies, answer []."
+            f"In the above data, list all pairs of user IDs (no duplicate pairs, list lower ID first) {cond}. "
+            + _SUFFIX.format(labels=labels)
         )
 
     def gold(self, by_user: dict[str, list[Record]]) -> list[list[str]]:
@@ -132,7 +167,10 @@ QUERIES: tuple[PairQuery, ...] = (
     PairQuery(_any(HUM, DESC)),
     PairQuery(_any(ENTY, LOC, rule=DateRule(LOC, True, date(2023, 4, 10)))),
     PairQuery(_any(NUM, ABBR, rule=DateRule(ABBR, False, date(2023, 5, 20)))),
-    PairQuery(_all(Need(ENTY), Need(ABBR)), _all(Need(ENTY, 1, exact=True))),
+    PairQuery(
+        Condition(needs=(Need(ENTY), Need(ABBR)), paper_words=f"at least one instance with {ENTY} and one with {ABBR}"),
+        _all(Need(ENTY, 1, exact=True)),
+    ),
     PairQuery(_all(Need(NUM, 2)), _all(Need(LOC), Need(HUM))),
     PairQuery(_all(Need(DESC, 1, exact=True)), _all(Need(ABBR), Need(ENTY))),
     PairQuery(_all(Need(HUM), Need(NUM)), _all(Need(LOC, 2, exact=True))),

@@ -194,6 +194,28 @@ def test_pairs_suite_has_twenty_queries_with_consistent_gold() -> None:
         assert score(task, answer) == 1.0
 
 
+def test_pairs_questions_are_the_papers() -> None:
+    head = "In the above data, list all pairs of user IDs (no duplicate pairs, list lower ID first) "
+    tail = (
+        " Each of the questions can be labelled as one of the labels (the data does not provide the labels, you need "
+        "to figure out the label from the semantics of the question): description and abstract concept, entity, "
+        "human being, numeric value, location, abbreviation. In your answer, list all pairs in the format "
+        "(user_id_1, user_id_2), separated by newlines."
+    )
+    assert QUERIES[3].question() == head + (
+        "where both users have at least one instance with a human being or location, and all instances that are a "
+        "human being for both users must be after January 6, 2023." + tail
+    )
+    assert QUERIES[19].question() == head + (
+        "such that one user has at least one instance with numeric value and at least one instance with human being, "
+        "and the other user has at least one instance with location, at least one instance with entity, and exactly "
+        "one instance with abbreviation." + tail
+    )
+    assert "at least one instance with entity and one with abbreviation, and" in QUERIES[10].question()
+    task = load_suite("oolong-pairs", n=1, length=32768)[0]
+    assert task.meta["n_records"] == 787  # the paper's published 32K trec_coarse window holds 787 instances
+
+
 def test_pair_conditions_by_hand() -> None:
     def rec(user: str, label: str, day: date = date(2023, 6, 1)) -> Record:
         return Record(day, user, "x", label)
@@ -209,7 +231,7 @@ def test_pair_conditions_by_hand() -> None:
     sym = PairQuery(Condition(any_of=("entity", "location"), rule=DateRule("location", True, date(2023, 4, 10))))
     assert sym.gold(by_user) == [["10001", "10002"], ["10001", "10003"], ["10002", "10003"]]
     assert Need("entity", 2, exact=True).holds(Counter(["entity", "entity"]))
-    assert "exactly 1 instance labelled 'entity'" in q11.question()
+    assert "and the other user has exactly one instance with entity." in q11.question()
 
 
 def _prompt_tokens(t) -> int:

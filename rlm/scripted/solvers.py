@@ -116,7 +116,7 @@ def meets(cond, recs):
             return False
     if cond["rule"]:
         lab, after, day = cond["rule"]
-        cut = datetime.strptime(day, "%b %d, %Y").date()
+        cut = datetime.strptime(day, "%B %d, %Y").date()
         for d, l in recs:
             if l == lab and ((d <= cut) if after else (d >= cut)):
                 return False
@@ -233,25 +233,31 @@ def _oolong_answer(q: str) -> str | None:
     return None
 
 
-def _condition(words: str) -> dict[str, Any]:
-    """Read one user condition of an OOLONG-Pairs query back into data."""
+_COUNT = {"one": 1, "two": 2}
+
+
+def _condition(words: str, labels: list[str]) -> dict[str, Any]:
+    """Read one user condition of an OOLONG-Pairs query (the paper's wording) back into data."""
     cond: dict[str, Any] = {"any_of": [], "needs": [], "rule": None}
-    if m := re.search(r"at least one instance labelled ((?:'[^']+'(?: or )?)+)", words):
-        cond["any_of"] = re.findall(r"'([^']+)'", m[1])
-    for amount, k, label in re.findall(r"(at least|exactly) (\d+) instances? labelled '([^']+)'", words):
-        cond["needs"].append([label, int(k), amount == "exactly"])
-    if m := re.search(r"every instance labelled '([^']+)' is dated (before|after) " + _DATE, words):
+    label = "(" + "|".join(re.escape(x) for x in sorted(labels, key=len, reverse=True)) + ")"
+    if m := re.match(rf"at least one instance with (?:an? )?{label} or {label}", words):
+        cond["any_of"] = [m[1], m[2]]
+    else:
+        for amount, k, name in re.findall(rf"(at least|exactly) (one|two) instances? with {label}", words):
+            cond["needs"].append([name, _COUNT[k], amount == "exactly"])
+        cond["needs"] += [[name, 1, False] for name in re.findall(rf" and one with {label}", words)]
+    if m := re.search(
+        rf"all instances that are (?:an? )?{label} for both users must be (after|before) (\w+ \d+, \d{{4}})", words
+    ):
         cond["rule"] = [m[1], m[2] == "after", m[3]]
-    if cond["any_of"]:  # 'at least one ... or ...' was read as any_of, not as a need
-        cond["needs"] = [n for n in cond["needs"] if not (n[1] == 1 and not n[2] and n[0] in cond["any_of"])]
     return cond
 
 
-def _pairs_spec(q: str) -> dict[str, Any] | None:
-    if m := re.search(r"such that both users have (.*?)\. Each", q):
-        return {"one": _condition(m[1]), "other": None}
+def _pairs_spec(q: str, labels: list[str]) -> dict[str, Any] | None:
+    if m := re.search(r"where both users have (.*?)\. Each", q):
+        return {"one": _condition(m[1], labels), "other": None}
     if m := re.search(r"such that one user has (.*?), and the other user has (.*?)\. Each", q):
-        return {"one": _condition(m[1]), "other": _condition(m[2])}
+        return {"one": _condition(m[1], labels), "other": _condition(m[2], labels)}
     return None
 
 
@@ -264,15 +270,16 @@ def _first_turn(q: str) -> str:
             f"result = str(context[at + {len(needle)}:at + {len(needle) + 20}]).split('.')[0].strip() "
             "if at >= 0 else 'not found'\nprint(result)\n```"
         )
-    labels_m = re.search(r"Each ([\w ]+?) has one of these labels: (.+?)\. The labels", q)
+    labels_m = re.search(r"figure out the label from the semantics of the question\): (.+?)\. In your answer", q)
+    labels = [x.strip() for x in labels_m[1].split(",")] if labels_m else []
     if labels_m:  # OOLONG-Pairs names its labels in the question
-        kind, labels_code = labels_m[1], f"LABELS = {[x.strip() for x in labels_m[2].split(',')]!r}"
+        kind, labels_code = "question", f"LABELS = {labels!r}"
     elif _oolong_answer(q):
         kind, labels_code = "instance", _LABELS_FROM_CONTEXT
     else:
         return "I do not know how to solve this.\n```repl\nresult = 'unknown'\nprint(context[:200])\n```"
     setup = _READ_AND_LABEL.format(labels_code=labels_code, chunk=CHUNK, kind=kind)
-    spec = _pairs_spec(q)
+    spec = _pairs_spec(q, labels)
     tail = _PAIRS.format(spec=spec) if spec else (_oolong_answer(q) or "result = 'unknown'") + "\nprint(result)"
     return f"I will label every instance with sub-calls, then aggregate in code.\n```repl\n{setup}{tail}\n```"
 
