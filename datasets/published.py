@@ -55,7 +55,7 @@ _DATE_GOLD = re.compile(r"^\[?\s*datetime\.date\(\s*(\d{4})\s*,\s*(\d{1,2})\s*,\
 
 
 def parse_answer(raw: Any) -> Any:
-    """Unwrap "['x']" / "[3]" / ["x"] into the single gold value; other shapes pass through.
+    """Unwrap "['x']" / "[3]" / ["x"] into the gold value the official scorer uses (the first); others pass through.
 
     Date golds are published as "[datetime.date(2023, 3, 5)]", which is not a literal: they become the ISO
     date "2023-03-05", which the scorer reads back as that date.
@@ -68,8 +68,8 @@ def parse_answer(raw: Any) -> Any:
             value = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
             value = raw.strip().strip("[]").strip("'\"")
-    if isinstance(value, list | tuple) and len(value) == 1:
-        value = value[0]
+    if isinstance(value, list | tuple) and value:
+        value = value[0]  # a tie lists several golds; the official scorer compares with the first only
     return value
 
 

@@ -118,6 +118,12 @@ PUBLISHED = [
     ("COMPARISON", "['more common']", "Answer: entity is more common than location", 1.0),
     ("DATE", "[datetime.date(2023, 3, 5)]", "Date: March 5, 2023", 1.0),
     ("DATE", "[datetime.date(2023, 3, 5)]", "Date: 2023-04-05", 0.0),
+    # a tie publishes every tied label; the official scorer compares with the first one only
+    ("LABEL", "['entity', 'location']", "Label: entity", 1.0),
+    ("LABEL", "['entity', 'location']", "Label: location", 0.0),
+    # month-year answers have no rule of their own: exact match
+    ("MONTH_YEAR", "['March 2023']", "Answer: March 2023", 1.0),
+    ("MONTH_YEAR", "['March 2023']", "Answer: Mar 2023", 0.0),
 ]
 
 
