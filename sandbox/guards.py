@@ -21,7 +21,6 @@ import string
 import sys
 import threading
 import types
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 from sandbox.modules import ALLOWED, proxy
-from sandbox.policy import DUNDER_METHODS, NAMEDTUPLE_NAMES, READABLE_DUNDERS, PolicyError
+from sandbox.rules import DUNDER_METHODS, NAMEDTUPLE_NAMES, READABLE_DUNDERS, USER_CLASSES, PolicyError
 
 _OPAQUE_TYPES = (types.FrameType, types.TracebackType, types.CodeType)
 _GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
@@ -60,7 +59,6 @@ _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
     "@=": operator.imatmul,
 }
 
-USER_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
 # The `__name__` of a REPL namespace, so the `__module__` of the cell's classes. An empty module of
 # that name is registered while a REPL runs in the process, because dataclasses looks the class's
 # module up (string annotations); importing the sandbox leaves the host's `sys.modules` alone.

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from sandbox.rules import USER_CLASSES, PolicyError
+
 _PUBLIC = "*"  # every public name that is not a module
 
 ALLOWED: dict[str, tuple[str, ...] | str] = {
@@ -195,9 +197,6 @@ def _dataclass(cls: Any = None, /, **options: Any) -> Any:
     """`dataclasses.dataclass` for the REPL: only on classes the cell defined, deriving from nothing
     but other such classes and `object` (a dataclass over `str` would let `asdict` read `format`)."""
     import dataclasses
-
-    from sandbox.guards import USER_CLASSES
-    from sandbox.policy import PolicyError
 
     def wrap(c: Any) -> Any:
         if not isinstance(c, type) or any(base is not object and base not in USER_CLASSES for base in c.__mro__):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from sandbox.policy import PolicyError
+from sandbox.rules import PolicyError
 
 
 class OutputFlood(BaseException):

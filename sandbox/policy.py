@@ -20,7 +20,9 @@ from types import CodeType
 from RestrictedPython import RestrictingNodeTransformer
 from RestrictedPython.transformer import IOPERATOR_TO_STR, copy_locations
 
+from sandbox.guards import match_attr_problem
 from sandbox.prefetch import instrument
+from sandbox.rules import DUNDER_METHODS, NAMEDTUPLE_NAMES, READABLE_DUNDERS
 
 ECHO_NAME = "_echo_"
 
@@ -46,10 +48,6 @@ _ADVICE = [
 ]
 
 
-class PolicyError(Exception):
-    """A cell did something the REPL policy forbids; the message says what to do instead."""
-
-
 @dataclass
 class CompiledCell:
     """A cell compiled under the policy: `code` is None when `error` explains why not."""
@@ -59,22 +57,6 @@ class CompiledCell:
     replay: list[str] = field(default_factory=list)
 
 
-# Dunder attributes a cell may read: plain strings, and models reach for `type(x).__name__`.
-READABLE_DUNDERS = frozenset({"__name__", "__doc__"})
-# Dunder methods a cell's class may define (ordinary protocols). Never: __getattr__, __getattribute__,
-# __setattr__, __delattr__, __del__ (runs at any time, outside the cell's timer), __set_name__,
-# __init_subclass__, __class_getitem__, __new__, __reduce__, __format__, __index__, descriptors.
-# Reading any dunder attribute stays blocked (`x.__repr__` is refused); only the definitions are allowed.
-DUNDER_METHODS = frozenset(
-    {"__init__", "__post_init__", "__repr__", "__str__", "__len__", "__iter__", "__next__", "__reversed__"}
-    | {"__getitem__", "__setitem__", "__delitem__", "__contains__", "__hash__", "__bool__", "__call__"}
-    | {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__enter__", "__exit__"}
-    | {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__floordiv__"}
-    | {"__mod__", "__neg__", "__abs__"}
-)
-# The underscored public API of collections.namedtuple: readable on named tuples (and their classes)
-# only (guards.py checks the object); all of it is pure (no attribute names taken from strings).
-NAMEDTUPLE_NAMES = frozenset({"_asdict", "_replace", "_fields", "_make", "_field_defaults"})
 # A cell's compile-time checks recurse once per nesting level; they get this many frames beyond the
 # cell's own recursion limit (so `'a' + 'a' + ...` of a few hundred terms compiles) and no more.
 COMPILE_HEADROOM = 2_000
@@ -235,8 +217,6 @@ class CellPolicy(RestrictingNodeTransformer):
         return node
 
     def visit_MatchClass(self, node: ast.MatchClass) -> ast.AST:
-        from sandbox.guards import match_attr_problem
-
         if isinstance(node.cls, ast.Name):
             self.check_name(node.cls, node.cls.id)
         else:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from sandbox.guards import guarded_format
+
 PREFETCH_NAME = "_prefetch_"
 HOST_FUNCTION = "llm_prefetch"
 QUERY = "llm_query"
@@ -363,8 +365,6 @@ class SafeEval:
             else:
                 args = [self._plain(a) for a in args]
             if func.attr == "format":  # field lookups ({0.attr}, {0[k]}) go through the REPL guards
-                from sandbox.guards import guarded_format
-
                 try:
                     return guarded_format(owner, args)
                 except Exception as exc:  # a blocked field: this prompt is not prefetched

@@ -268,7 +268,7 @@ def test_worker_environment_has_no_secrets(attacked: Repl, monkeypatch: pytest.M
 
 def test_context_cannot_be_closed() -> None:
     from sandbox.guards import guarded_getattr
-    from sandbox.policy import PolicyError
+    from sandbox.rules import PolicyError
 
     class View:
         def close(self) -> None:
