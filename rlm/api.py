@@ -260,7 +260,7 @@ class RLM:
             sandbox=s.sandbox,
             cell_limits=CellLimits(
                 timeout_s=s.cell_timeout,
-                cpu_s=s.cell_cpu,
+                cpu_s=s.cell_cpu or s.cell_timeout / 2,
                 memory_mb=s.sandbox_memory_mb or sandbox_memory_for(ctx),
             ),
         )

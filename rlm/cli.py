@@ -98,7 +98,7 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "each call is sent only when its prompt and a reply this long fit in the limits.",
         ),
         click.option("--cell-timeout", type=float, help="Seconds of computation per REPL cell (default 60)."),
-        click.option("--cell-cpu", type=float, help="CPU seconds per REPL cell (default 30)."),
+        click.option("--cell-cpu", type=float, help="CPU seconds per REPL cell (default: half of --cell-timeout)."),
         click.option(
             "--sandbox-memory",
             "sandbox_memory_mb",

@@ -52,9 +52,9 @@ class Settings:
     max_output_chars: int = 20_000
     sandbox: str = "process"
     cell_timeout: float = 60.0
-    # CPU seconds per cell: below the timeout, so a call stuck in C (that no timer can interrupt) is
-    # killed by the kernel well before the cell's deadline; the session restarts with its state
-    cell_cpu: float = 30.0
+    # CPU seconds per cell; None: half of cell_timeout, so a call stuck in C (that no timer can
+    # interrupt) is killed by the kernel well before the cell's deadline; the session restarts with its state
+    cell_cpu: float | None = None
     sandbox_memory_mb: int | None = None  # memory a REPL worker may add; default 1 GiB plus 4x the context
     max_in_flight: int = 32  # concurrent calls per model
     rpm: int | None = None  # requests per minute per model
@@ -212,9 +212,11 @@ def resolve_settings(**explicit: Any) -> Settings:
 
 def _check_positive(settings: Settings) -> None:
     """Counts and limits must be positive: a zero would stop every run before it starts."""
-    for name in ("connect_timeout", "first_byte_timeout", "idle_timeout", "cell_cpu"):
+    for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be above 0 seconds, got {getattr(settings, name)!r}.")
+    if settings.cell_cpu is not None and settings.cell_cpu <= 0:
+        raise ConfigError(f"cell_cpu must be above 0 seconds (unset: half of cell_timeout), got {settings.cell_cpu!r}.")
     for name in ("max_iterations", "max_depth", "max_output_chars", "cell_timeout", "max_in_flight"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")

@@ -14,6 +14,7 @@ from conftest import Repl
 from rlm import RLM, Status
 from rlm.bridge import CHILD_SESSIONS
 from rlm.config import DEFAULT_MAX_CALLS, resolve_settings
+from rlm.errors import ConfigError
 from rlm.scripted import ChatRequest, Reply, ScriptedServer
 from sandbox import CellLimits
 from sandbox.prefetch import CHUNK_CHARS
@@ -163,3 +164,12 @@ def test_the_run_reports_a_cell_stopped_at_its_cpu_time(scripted_server: Scripte
     assert result.answer == "still here"
     ends = [e for e in result.trajectory if e["type"] == "cell_end"]
     assert ends[0]["error_kind"] == "cpu" and "CPU time" in ends[0]["error"]
+
+
+def test_the_cpu_time_of_a_cell_defaults_to_half_its_timeout_and_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RLM_CELL_CPU", raising=False)
+    assert resolve_settings(cell_timeout=60).cell_cpu is None  # the engine gives a cell 30 s of CPU
+    with pytest.raises(ConfigError, match="cell_cpu must be above 0 seconds"):
+        resolve_settings(cell_cpu=-1)
