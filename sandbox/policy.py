@@ -288,7 +288,7 @@ def _compile_cell(source: str, filename: str) -> CompiledCell:
         advice = {advise(e) for e in errors} - {""}
         return CompiledCell(None, "\n".join(["PolicyError: " + e for e in errors[:5]] + sorted(advice)))
     _echo_last_expression(tree)
-    instrument(tree, source)  # sandbox/prefetch.py: overlap a serial loop's llm_query calls (issue 5)
+    instrument(tree, source)  # sandbox/prefetch.py: overlap a serial loop's llm_query calls
     try:
         return CompiledCell(compile(tree, filename, "exec"), replay=replay)
     except (RecursionError, MemoryError, SyntaxError, ValueError) as exc:
