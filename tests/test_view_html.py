@@ -221,6 +221,11 @@ def test_bench_folder_lists_tasks_picks_one_and_writes_an_index(
     for link in links:
         page = (tmp_path / "site" / link).read_text()
         assert 'href="../index.html"' in page and parse(page).count("div", "bar") > 0
+    code, output = view(str(folder), "--html", str(tmp_path / "all.html"))  # an index file: pages beside it
+    assert code == 0 and len(list((tmp_path / "all_tasks").glob("*.html"))) == 2
+    assert 'href="all_tasks/' in (tmp_path / "all.html").read_text()
+    code, output = view(str(folder), "--task", ids[1], "--html", str(tmp_path / "one.html"))
+    assert code == 0 and "rlm run" in (tmp_path / "one.html").read_text()
 
 
 def test_a_notebook_shows_the_page_of_a_result_that_kept_its_trajectory(
