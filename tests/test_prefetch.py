@@ -26,12 +26,12 @@ from sandbox import open_session
 from sandbox.prefetch import plan_loops
 
 
-def run_cells(server: ScriptedServer, *cells: str) -> list[CellOutcome]:
+def run_cells(server: ScriptedServer, *cells: str, limits: Limits | None = None) -> list[CellOutcome]:
     async def main() -> list[CellOutcome]:
         sub = Endpoint("openai/sub", server.base_url, "sk-local")
         gateway = ModelGateway(
             Routes(root=sub, sub=sub),
-            budget=Budget(Limits()),
+            budget=Budget(limits or Limits()),
             scheduler=Scheduler(default=ModelLimits(max_in_flight=16), retry=RetryPolicy(base_s=0.01)),
             events=EventLog(),
         )
@@ -231,3 +231,12 @@ def test_the_window_grows_as_the_loop_takes_its_calls(scripted_server: ScriptedS
     assert len(records) == 300
     most = max(sum(1 for r in records if r.received_at <= s.received_at < (r.finished_at or 0)) for s in records)
     assert SpeculativeCalls.FIRST_WINDOW < most <= 16
+
+
+def test_prefetched_calls_count_against_the_call_budget(scripted_server: ScriptedServer) -> None:
+    """A long loop under a limit of 10 calls: the launched calls and the loop's own stop at 10 sent."""
+    scripted_server.script("sub", echo(ttft=0.05))
+    cell = "out = []\nfor i in range(100):\n    out.append(llm_query('p%d' % i))"
+    (outcome,) = run_cells(scripted_server, cell, limits=Limits(max_calls=10))
+    assert outcome.error is not None and "the limit of 10 model calls was reached" in outcome.error
+    assert len(scripted_server.settled_records("sub")) <= 10
