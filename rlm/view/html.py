@@ -83,11 +83,12 @@ details.cell{border-left:2px solid #a7d8b5;padding-left:8px}
 summary b{font-weight:600}
 .hit{outline:2px solid #f2a900;outline-offset:1px}
 button{font:inherit;font-size:12px;margin-right:6px}
-#timeline{border:1px solid #e3e7ee;border-radius:4px;padding:4px 0;overflow:hidden}
+#timeline{position:relative;border:1px solid #e3e7ee;border-radius:4px;padding:4px 0;overflow:hidden}
+.overlay{position:absolute;top:0;bottom:0;left:110px;right:12px;pointer-events:none}
 .tlrow{display:flex;border-bottom:1px solid #f0f2f6}
 .tlrow:last-child{border-bottom:0}
 .tllab{
-  flex:0 0 110px;padding:0 6px;font-size:11px;white-space:nowrap;overflow:hidden;
+  box-sizing:border-box;flex:0 0 110px;padding:0 6px;font-size:11px;white-space:nowrap;overflow:hidden;
   text-overflow:ellipsis;line-height:14px}
 .track{position:relative;flex:1;margin-right:12px}
 .axis .track{height:18px}
@@ -104,7 +105,7 @@ button{font:inherit;font-size:12px;margin-right:6px}
 .bar.other{background:#6b7385}
 .bar.cached{background-image:repeating-linear-gradient(45deg,transparent 0 3px,#fff8 3px 6px)}
 .bar.failed{outline:1px solid #b3261e}
-.gapmark{position:absolute;top:0;bottom:0;width:0;border-left:2px dashed #d08b00}
+.gapmark{position:absolute;top:0;bottom:0;width:0;border-left:2px dashed #d08b00;pointer-events:auto;z-index:1}
 .legend span.sw{
   display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 3px 0 10px;
   vertical-align:-1px}
@@ -282,7 +283,12 @@ class _Page:
     # --- the timeline -----------------------------------------------------------------------------
 
     def timeline(self) -> str:
-        rows = [self.axis()]
+        marks = "".join(
+            f'<div class="gapmark" style="left:{_pct(gap.at, self.span)}" '
+            f'title="unreadable line {gap.line}: {esc(gap.reason)}"></div>'
+            for gap in self.trace.gaps
+        )
+        rows = [f'<div class="overlay">{marks}</div>', self.axis()]  # gaps drawn across every row
         for path in sorted(self.bars):
             node = self.trace.nodes[path]
             rows.append(self.row(node, self.bars[path]))
@@ -292,16 +298,11 @@ class _Page:
         step = _tick_step(self.span)
         ticks = []
         t = 0.0
-        while t <= self.span + 1e-9:
+        while t <= self.span * 0.95 or not ticks:  # none at the right edge, where its label would be cut
             label = f"{t * 1000:.0f} ms" if step < 1 else f"{t:g} s"
             ticks.append(f'<div class="tick" style="left:{_pct(t, self.span)}">{label}</div>')
             t += step
-        marks = [
-            f'<div class="gapmark" style="left:{_pct(gap.at, self.span)}" '
-            f'title="unreadable line {gap.line}: {esc(gap.reason)}"></div>'
-            for gap in self.trace.gaps
-        ]
-        track = "".join(ticks + marks)
+        track = "".join(ticks)
         return f'<div class="tlrow axis"><div class="tllab muted">time</div><div class="track">{track}</div></div>'
 
     def width(self, start: float, end: float) -> str:
@@ -342,8 +343,9 @@ class _Page:
         trace = self.trace
         totals = trace.totals()
         status = trace.status if trace.ended else "running"
+        unended = "no run_end yet" if trace.events else "no event in this trace"
         rows = [
-            ("status", _status(status) + ("" if trace.ended else ' <span class="muted">(no run_end yet)</span>')),
+            ("status", _status(status) + ("" if trace.ended else f' <span class="muted">({unended})</span>')),
             (
                 "totals",
                 f"{seconds(trace.duration_s)} wall · {count(len(trace.nodes), 'node')} · "
