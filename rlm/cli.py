@@ -380,7 +380,7 @@ def demo(lines: int, tps: float, trace: str | None, quiet: bool) -> None:
 )
 @_engine_options
 def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
-    """Run a benchmark SUITE (oolong, oolong-spam, oolong-pairs, sniah, sniah-80k, or a JSONL file).
+    """Run a benchmark SUITE (oolong, oolong-spam, oolong-pairs, sniah[-noise|-uuid|-80k], or a JSONL file).
 
     Engine options apply to each task's run (--timeout and --max-cost are per task); --rpm, --tpm and
     --max-in-flight hold across the whole sweep."""
