@@ -22,9 +22,10 @@ class SpeculativeCalls:
 
     Calls are launched in loop order, at most `window` ahead of the loop: the calls launched and not
     yet passed by the loop (the one it waits on included) never exceed it. The window starts at
-    `FIRST_WINDOW` and doubles each time the loop has taken as many calls as it holds, up to
-    `FULL_WINDOW` (`EARLY_EXIT_WINDOW` for a loop that may `break`), so a loop that raises or stops
-    early wastes a few calls, not 64. The first launched call that fails stops all launching: the
+    `FIRST_WINDOW` and doubles each time the loop comes back for its next call (so it got past the
+    one before), up to `FULL_WINDOW` (`EARLY_EXIT_WINDOW` for a loop that may `break`): a loop that
+    raises at its first call wastes 3 calls, one that raises at its k-th at most 4 * 2**(k-1), never
+    more than the full window. The first launched call that fails stops all launching: the
     loop will raise there. The rest of the window is cancelled when the loop ends. Each launched call
     goes through the gateway like any other, so every budget counts it.
     """
@@ -76,7 +77,7 @@ class SpeculativeCalls:
         self._open -= 1
         self.hits += 1
         self._taken += 1
-        if self._taken >= self._window:
+        if self._taken > 1:  # the loop came back for another call: it got past the one before
             self._window = min(2 * self._window, self._max_window)
         self._fill()
         return task

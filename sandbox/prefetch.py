@@ -21,9 +21,10 @@ Two parts:
 
 What speculation may cost: calls the loop never makes (it broke out, raised, or computed a different
 prompt) are cancelled at the loop's end, but if they were already sent their tokens are paid for and
-count against every budget. The host launches 4 calls ahead at first and doubles that as the loop
-takes them (to 64; 8 for loops with a `break` after the call), and stops launching at the first call
-that fails, so a loop that raises early wastes a few calls. Prompts travel in bounded chunks.
+count against every budget. The host launches 4 calls ahead at first and doubles that each time the
+loop comes back for its next call (to 64; 8 for loops with a `break` after the call), and stops
+launching at the first call that fails, so a loop that raises early wastes a few calls. Prompts travel
+in bounded chunks.
 """
 
 from __future__ import annotations
