@@ -53,6 +53,8 @@ def _solve_without_engine(task) -> str:
     ("suite", "length", "n", "floor"),
     [
         ("sniah", 8192, 2, 1.0),
+        ("sniah-noise", 8192, 2, 1.0),
+        ("sniah-uuid", 8192, 2, 1.0),
         ("oolong", 8192, 10, 0.15),
         ("oolong-spam", 8192, 10, 0.3),
         ("oolong-pairs", 8192, 20, 0.3),

@@ -262,12 +262,12 @@ def _pairs_spec(q: str, labels: list[str]) -> dict[str, Any] | None:
 
 
 def _first_turn(q: str) -> str:
-    if m := re.search(r"special magic number for (\S+) mentioned", q):
-        needle = f"special magic numbers for {m[1]} is: "
+    if m := re.search(r"special magic (number|uuid) for (.+?) mentioned in the provided text", q):
+        needle = f"special magic {m[1]}s for {m[2]} is: "
         return (
             "Let me search the context for the key.\n```repl\n"
             f"at = context.find({needle!r})\n"
-            f"result = str(context[at + {len(needle)}:at + {len(needle) + 20}]).split('.')[0].strip() "
+            f"result = str(context[at + {len(needle)}:at + {len(needle) + 40}]).split('.')[0].strip() "
             "if at >= 0 else 'not found'\nprint(result)\n```"
         )
     labels_m = re.search(r"figure out the label from the semantics of the question\): (.+?)\. In your answer", q)
