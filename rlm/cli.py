@@ -521,7 +521,7 @@ def view(trace_file: str, follow: bool, max_lines: int, full: bool, html_out: st
     from rlm.view.trace import MAX_CHARS, TraceError, load_trace
 
     style = Style(max_lines, full)
-    call_chars = None if full else CALL_CHARS
+    call_chars, max_chars = (None, None) if full else (CALL_CHARS, MAX_CHARS)
     path = Path(trace_file)
     try:
         if follow and (html_out or path.is_dir()):
@@ -533,7 +533,7 @@ def view(trace_file: str, follow: bool, max_lines: int, full: bool, html_out: st
             if task is not None:
                 path = bench.trajectory_of(tasks, task)
             elif html_out:
-                index, pages, written = bench.write_pages(path, Path(html_out), call_chars)
+                index, pages, written = bench.write_pages(path, Path(html_out), call_chars, max_chars)
                 click.echo(f"wrote {index} ({len(tasks):,} tasks) and {written:,} task pages in {pages}")
                 return
             else:
@@ -547,10 +547,10 @@ def view(trace_file: str, follow: bool, max_lines: int, full: bool, html_out: st
             out = Path(html_out)
             if out.is_dir():
                 out = out / (path.stem + ".html")
-            out.write_text(render_html(load_trace(path, MAX_CHARS), path.name, call_chars), "utf-8")
+            out.write_text(render_html(load_trace(path, max_chars), path.name, call_chars), "utf-8")
             click.echo(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KB)")
         else:
-            show(load_trace(path, None if full else MAX_CHARS), style, str(path))
+            show(load_trace(path, max_chars), style, str(path))
     except TraceError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:

@@ -157,6 +157,9 @@ def test_a_hostile_trajectory_renders_as_text(scripted_server: ScriptedServer, t
     assert page.count("<details") == page.count("</details>")
     assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in page  # shown, as text
     assert "more characters not shown" in page and len(page) < 600_000  # the huge line is cut
+    whole = tmp_path / "whole.html"
+    assert view(str(tmp_path / "run.jsonl"), "--html", str(whole), "--full")[0] == 0
+    assert "x" * 300_000 in whole.read_text()  # unless asked for whole
 
 
 def test_bad_lines_show_as_marked_gaps(scripted_server: ScriptedServer, tmp_path: Path) -> None:

@@ -127,7 +127,9 @@ def show_tasks(folder: Path, tasks: list[Task], console: Console | None = None) 
     )
 
 
-def write_pages(folder: Path, out: Path, call_chars: int | None = CALL_CHARS) -> tuple[Path, Path, int]:
+def write_pages(
+    folder: Path, out: Path, call_chars: int | None = CALL_CHARS, max_chars: int | None = MAX_CHARS
+) -> tuple[Path, Path, int]:
     """An index page of the tasks and one page per trajectory. `out` is the index file when it ends
     in .html (pages beside it in <name>_tasks/), else a folder (index.html and tasks/ in it).
     Returns the index, the pages' folder and how many pages were written."""
@@ -143,7 +145,7 @@ def write_pages(folder: Path, out: Path, call_chars: int | None = CALL_CHARS) ->
             continue
         back = f'<p><a href="{esc(quote("../" + index.name))}">← all tasks</a> · score {_score(task)}</p>'
         try:
-            trace = load_trace(task.trajectory, MAX_CHARS)
+            trace = load_trace(task.trajectory, max_chars)
         except TraceError as error:
             body = back + f"<p class=bad>{esc(error)}</p>"
             (pages / f"{task.name}.html").write_text(page_html(task.id, body, script=False), encoding="utf-8")

@@ -312,7 +312,7 @@ class _Page:
         lanes: list[float] = []  # when each lane is free again
         placed = []
         for bar in sorted(bars, key=lambda b: (b.start, b.kind != "cell")):
-            lane = next((i for i, free in enumerate(lanes) if free <= bar.start), None)
+            lane = next((i for i, free in enumerate(lanes) if free <= bar.start + 1e-6), None)
             if lane is None and len(lanes) < LANES:
                 lanes.append(0.0)
                 lane = len(lanes) - 1
