@@ -67,14 +67,15 @@ VARIANTS = {
 
 
 @cache
-def _words(name: str) -> tuple[str, ...]:
+def key_words(name: str) -> tuple[str, ...]:
+    """RULER's key vocabulary ('adjectives' or 'nouns'), deduplicated and sorted as its generator does."""
     with gzip.open(_DATA / f"ruler_{name}.txt.gz", "rt", encoding="utf-8") as f:
         return tuple(sorted({line.strip() for line in f if line.strip()}))
 
 
 def make_key(rng: random.Random) -> str:
     """An adjective-noun key such as 'hollow-lantern', drawn uniformly from RULER's word pairs."""
-    return f"{rng.choice(_words('adjectives'))}-{rng.choice(_words('nouns'))}"
+    return f"{rng.choice(key_words('adjectives'))}-{rng.choice(key_words('nouns'))}"
 
 
 def make_value(kind: str, rng: random.Random) -> str:

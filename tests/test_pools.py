@@ -1,5 +1,7 @@
 """The OOLONG source pools ship inside rlm, so the OOLONG suites run on a fresh clone with nothing beside it."""
 
+import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -82,3 +84,11 @@ def test_a_built_package_carries_the_data(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, check=True, capture_output=True)
     spam, trec, key = out.stdout.decode().split()
     assert (int(spam), int(trec)) == (5009, 4151) and "-" in key
+
+
+def test_sniah_word_lists_are_the_ones_source_md_names() -> None:
+    data = Path(pools.__file__).resolve().parent / "data"
+    source = (data / "SOURCE.md").read_text(encoding="utf-8")
+    for name in ("adjectives", "nouns"):
+        digest = hashlib.sha256(gzip.decompress((data / f"ruler_{name}.txt.gz").read_bytes())).hexdigest()
+        assert digest in source, name
