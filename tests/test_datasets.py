@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import date, datetime
@@ -366,3 +369,25 @@ def test_published_file_loader(tmp_path) -> None:
     assert len(load_suite(str(path), length=2048)) == 1
     with pytest.raises(ConfigError):
         load_oolong_file(tmp_path / "missing.jsonl")
+
+
+def test_generated_suites_are_the_same_in_every_process() -> None:
+    """Nothing depends on set or hash order: two interpreters with different hash seeds build the same tasks."""
+    code = (
+        "import hashlib, json\n"
+        "from rlm_datasets import load_suite\n"
+        "tasks = [t for s in ('oolong-spam', 'oolong-pairs', 'sniah') for t in load_suite(s, n=30, length=8192)]\n"
+        "blob = json.dumps([[t.context, t.question, t.gold] for t in tasks], default=str)\n"
+        "print(hashlib.sha256(blob.encode()).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
