@@ -69,7 +69,7 @@ def test_a_wide_fan_out_never_spends_past_the_limit(
     context.write_text("some text")
     args = ["query", "--context", str(context), "--model", "openai/gpt-4o-mini", "--sub-model", "openai/gpt-4o"]
     args += ["--api-base", scripted_server.base_url, "--api-key", "sk-local", "--no-cache", "--json"]
-    args += ["--sandbox", "inprocess", "--max-iterations", "1", *flags, "q"]
+    args += ["--max-iterations", "1", *flags, "q"]
     run = CliRunner().invoke(main, args)
     report, _ = json.JSONDecoder().raw_decode(run.stdout, run.stdout.index("{"))
     usage = report["usage"]
@@ -186,7 +186,7 @@ def test_a_fan_out_stopped_at_the_cost_limit_ends_cleanly_and_keeps_what_it_had(
     trace = tmp_path / "trace.jsonl"
     args = ["query", "--context", str(context), "--model", "openai/gpt-4o-mini", "--sub-model", "openai/gpt-4o"]
     args += ["--api-base", scripted_server.base_url, "--api-key", "sk-local", "--no-cache", "--json"]
-    args += ["--sandbox", "inprocess", "--max-cost", "0.01", "--max-completion-tokens", "100"]
+    args += ["--max-cost", "0.01", "--max-completion-tokens", "100"]
     args += ["--trace", str(trace), "q"]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 3 and "Traceback" not in run.output, run.output

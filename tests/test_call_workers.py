@@ -408,7 +408,7 @@ def test_the_cli_says_when_call_workers_could_not_start(scripted_server: Scripte
         "from rlm.cli import main; main(sys.argv[1:])"
     )
     args = ["query", "--context", str(context), "--model", "openai/test-root", "--api-base", scripted_server.base_url]
-    args += ["--api-key", "sk-local", "--sandbox", "inprocess", "--no-cache", "--call-workers", "2", "q"]
+    args += ["--api-key", "sk-local", "--no-cache", "--call-workers", "2", "q"]
     run = subprocess.run(
         [sys.executable, "-c", cli, *args], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
     )
@@ -442,7 +442,6 @@ def test_a_run_with_call_workers_answers_and_reports_them(scripted_server: Scrip
         sub_model="openai/test-sub",
         api_base=scripted_server.base_url,
         api_key="sk-local",
-        sandbox="inprocess",
         call_workers=2,
         transport="litellm",  # call workers make litellm's calls; "auto" would serve openai/ here natively
     )

@@ -22,7 +22,6 @@ RLM_COMMAND = [sys.executable, "-m", "rlm.cli"]
 def clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
     env["RLM_CONFIG"] = str(tmp_path / "absent.toml")
-    env["RLM_SANDBOX"] = "inprocess"
     env["RLM_CACHE"] = "false"  # every test must reach the scripted server
     return env
 
@@ -305,7 +304,7 @@ def test_api_errors_name_arguments_and_the_cli_names_flags(tmp_path: Path, monke
         RLM()
     assert 'RLM("ollama_chat/qwen3", api_base=' in str(no_model.value) and "--model" not in str(no_model.value)
     with pytest.raises(ConfigError) as no_key:
-        RLM("anthropic/claude-x", sandbox="inprocess").query("data", "q")
+        RLM("anthropic/claude-x").query("data", "q")
     assert "RLM(api_key=...)" in str(no_key.value) and "--api-key" not in str(no_key.value)
     (tmp_path / "ctx.txt").write_text("data")
     env = {k: v for k, v in clean_env(tmp_path).items() if k != "ANTHROPIC_API_KEY"}

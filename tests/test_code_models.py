@@ -25,7 +25,7 @@ def run_code(server: ScriptedServer, code: str, **options: Any) -> tuple[Any, st
     """Run one cell of `code` as the root model wrote it; the result and the cell's output as the
     model saw it on its next turn."""
     server.script("test-root", [f"```repl\n{code}\n```", "FINAL(done)"])
-    rlm = RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", sandbox="inprocess", **options)
+    rlm = RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", **options)
     result = rlm.query("ctx", "q")
     second = server.records("test-root")[1].messages
     return result, second[-1]["content"]

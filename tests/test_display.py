@@ -13,7 +13,7 @@ from rlm.scripted import ChatRequest, Fault, ScriptedServer
 
 
 def _engine(server: ScriptedServer, **options: object) -> RLM:
-    return RLM("openai/test-root", api_base=server.base_url, api_key="sk-secret-123", sandbox="inprocess", **options)
+    return RLM("openai/test-root", api_base=server.base_url, api_key="sk-secret-123", **options)
 
 
 def test_result_repr_shows_status_figures_answer_and_tree(scripted_server: ScriptedServer) -> None:
@@ -55,7 +55,7 @@ def _verbose_query(server: ScriptedServer, tmp_path: Path, *flags: str) -> Resul
     context = tmp_path / "ctx.txt"
     context.write_text("data")
     args = ["query", "-c", str(context), "-m", "openai/test-root", "--api-base", server.base_url, "--api-key", "k"]
-    return CliRunner().invoke(main, [*args, "--sandbox", "inprocess", "--no-cache", *flags, "q"])
+    return CliRunner().invoke(main, [*args, "--no-cache", *flags, "q"])
 
 
 def test_code_panels_wrap_long_lines_instead_of_cutting_them(scripted_server: ScriptedServer, tmp_path: Path) -> None:

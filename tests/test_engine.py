@@ -28,7 +28,6 @@ ROOT, SUB = "openai/test-root", "openai/test-sub"
 
 
 def engine(server: ScriptedServer, **options: object) -> RLM:
-    options.setdefault("sandbox", "inprocess")
     return RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", **options)
 
 
@@ -144,7 +143,6 @@ def test_token_and_cost_limits(scripted_server: ScriptedServer, limit: dict, sta
         model="openai/gpt-4o-mini",
         api_base=scripted_server.base_url,
         api_key="sk-local",
-        sandbox="inprocess",
         **limit,
     )
     result = rlm.query("ctx", "q")
@@ -244,7 +242,7 @@ def test_direct_baseline_is_one_call_through_the_gateway(scripted_server: Script
 
 def test_direct_baseline_obeys_local_only() -> None:
     with pytest.raises(LocalOnlyViolation):
-        RLM(model="openai/gpt-4o", local_only=True, sandbox="inprocess").direct("ctx", "q")
+        RLM(model="openai/gpt-4o", local_only=True).direct("ctx", "q")
 
 
 def test_a_path_is_mapped_and_a_str_is_text(scripted_server: ScriptedServer, tmp_path) -> None:
@@ -335,9 +333,9 @@ def test_a_last_word_that_is_only_code_is_no_answer(scripted_server: ScriptedSer
 def test_unknown_model_and_missing_key_are_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="Unknown model 'nosuchprovider/foo'"):
-        RLM(model="nosuchprovider/foo", sandbox="inprocess").query("ctx", "q")
+        RLM(model="nosuchprovider/foo").query("ctx", "q")
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
-        RLM(model="anthropic/claude-sonnet-4-5", sandbox="inprocess").query("ctx", "q")
+        RLM(model="anthropic/claude-sonnet-4-5").query("ctx", "q")
 
 
 def test_a_context_file_changed_during_the_run_ends_it_clearly(scripted_server: ScriptedServer, tmp_path) -> None:

@@ -332,7 +332,6 @@ def engine(server: ScriptedServer, name: str, **options: Any) -> RLM:
         model="openai/test-root",
         api_base=server.base_url,
         api_key="sk-local",
-        sandbox="inprocess",
         transport=SETTING[name],
         first_byte_timeout=QUICK.first_byte_s,
         idle_timeout=QUICK.idle_s,
@@ -385,7 +384,7 @@ def test_a_provider_that_keeps_breaking_streams_ends_the_run_early(
     context.write_text("some text")
     trace = tmp_path / "trace.jsonl"
     args = ["query", "--context", str(context), "--model", "openai/test-root", "--api-base", scripted_server.base_url]
-    args += ["--api-key", "sk-local", "--no-cache", "--json", "--sandbox", "inprocess", "--transport", SETTING[name]]
+    args += ["--api-key", "sk-local", "--no-cache", "--json", "--transport", SETTING[name]]
     args += ["--trace", str(trace), "q"]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == EXIT_PROVIDER, run.output
@@ -402,7 +401,7 @@ def test_the_cli_takes_the_timeouts_as_flags(scripted_server: ScriptedServer, na
     context = tmp_path / "context.txt"
     context.write_text("some text")
     args = ["query", "--context", str(context), "--model", "openai/test-root", "--api-base", scripted_server.base_url]
-    args += ["--api-key", "sk-local", "--no-cache", "--sandbox", "inprocess", "--transport", SETTING[name]]
+    args += ["--api-key", "sk-local", "--no-cache", "--transport", SETTING[name]]
     args += ["--first-byte-timeout", "0.5", "--idle-timeout", "0.5", "q"]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == EXIT_PROVIDER and "within 0.5 s (first_byte_timeout)" in run.output
@@ -419,9 +418,7 @@ def test_a_stalled_stream_ends_the_run_without_a_time_limit(scripted_server: Scr
 
 def test_a_run_whose_server_is_gone_ends_after_its_retries(name: str) -> None:
     with gone_server() as base:
-        rlm = RLM(
-            model="openai/test-root", api_base=base, api_key="sk-local", sandbox="inprocess", transport=SETTING[name]
-        )
+        rlm = RLM(model="openai/test-root", api_base=base, api_key="sk-local", transport=SETTING[name])
         result = rlm.query("ctx", "q")
     assert result.status is Status.PROVIDER_ERROR and "Connect" in (result.error or "")
     assert len([e for e in result.trajectory if e["type"] == "model_error"]) == RetryPolicy().max_attempts

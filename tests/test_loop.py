@@ -18,7 +18,7 @@ def loops_seen(server: ScriptedServer) -> set[type]:
     """The classes of the loops a sync `RLM.query` ran its events on."""
     server.script("test-root", ["FINAL(ok)"])
     seen: set[type] = set()
-    rlm = RLM(model="openai/test-root", api_base=server.base_url, api_key="sk-local", sandbox="inprocess")
+    rlm = RLM(model="openai/test-root", api_base=server.base_url, api_key="sk-local")
     result = rlm.query("ctx", "q", on_event=lambda event: seen.add(type(asyncio.get_running_loop())))
     assert result.answer == "ok"
     return seen

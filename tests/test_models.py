@@ -273,7 +273,7 @@ def test_a_rerun_of_the_same_query_makes_zero_provider_calls(scripted_server: Sc
     from rlm.scripted.demo import DEMO_QUESTION, demo_rlm, install_demo, make_demo_log
 
     install_demo(scripted_server)
-    engine = demo_rlm(scripted_server, sandbox="inprocess", cache=True, cache_dir=str(tmp_path))
+    engine = demo_rlm(scripted_server, cache=True, cache_dir=str(tmp_path))
     log = make_demo_log(2000)
     first = engine.query(log, DEMO_QUESTION)
     sent = len(scripted_server.records())
@@ -520,9 +520,7 @@ def test_no_api_key_in_reprs_events_traces_or_results(scripted_server: ScriptedS
 
     secret = "sk-SECRET-XYZ"
     install_demo(scripted_server)
-    engine = demo_rlm(
-        scripted_server, api_key=secret, sandbox="inprocess", fallbacks={"openai/scripted-sub": ["openai/m-missing"]}
-    )
+    engine = demo_rlm(scripted_server, api_key=secret, fallbacks={"openai/scripted-sub": ["openai/m-missing"]})
     trace = tmp_path / "trace.jsonl"
     result = engine.query(make_demo_log(500), DEMO_QUESTION, trace=trace)
     assert result.ok
@@ -605,7 +603,7 @@ def test_temperature_from_settings_reaches_every_call(scripted_server: ScriptedS
     scripted_server.script("scripted-root", recorded(root_policy))
     scripted_server.script("scripted-sub", recorded(sub_policy))
     monkeypatch.setenv("RLM_TEMPERATURE", "0.25")
-    engine = demo_rlm(scripted_server, sandbox="inprocess")
+    engine = demo_rlm(scripted_server)
     assert engine.settings.temperature == 0.25
     assert engine.query(make_demo_log(500), DEMO_QUESTION).ok
     assert {model for model, _ in seen} == {"scripted-root", "scripted-sub"}

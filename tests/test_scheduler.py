@@ -392,7 +392,7 @@ def query_tree(server: ScriptedServer, sub_ttft: float = 0.0, **options: Any) ->
 
 def test_no_deadlock_when_parents_wait_on_children(scripted_server: ScriptedServer) -> None:
     """One slot for the whole tree: a parent waiting for its children holds none."""
-    result = query_tree(scripted_server, max_in_flight=1, max_depth=2, sandbox="inprocess", timeout=60)
+    result = query_tree(scripted_server, max_in_flight=1, max_depth=2, timeout=60)
     assert result.status is Status.COMPLETED and result.answer == "done"
     assert len(scripted_server.records("sub")) == 12
 

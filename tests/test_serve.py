@@ -27,7 +27,7 @@ SLOW_FAN_OUT = '```repl\nparts = llm_query_batched(["a", "b", "c"])\nprint(parts
 
 
 def _engine(server: ScriptedServer, **options: object) -> RLM:
-    return RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", sandbox="inprocess", **options)
+    return RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", **options)
 
 
 @pytest.fixture
@@ -371,7 +371,7 @@ def test_rlm_serve_as_a_process_answers_the_openai_client_and_stops_on_ctrl_c(
     env["RLM_SERVE_KEY"] = "s3cret"
     command = [sys.executable, "-m", "rlm.cli", "serve", "--port", "0", "--context-root", str(root)]
     command += ["--model", ROOT, "--api-base", scripted_server.base_url, "--api-key", "sk-local"]
-    process = subprocess.Popen([*command, "--sandbox", "inprocess"], stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen([*command], stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stderr is not None
         announced = process.stderr.readline()

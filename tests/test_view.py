@@ -35,7 +35,7 @@ def traced_run(server: ScriptedServer, tmp_path: Path, printed: str = "parts") -
     server.script("test-root", root)
     server.script("test-sub", lambda request: request.messages[-1]["content"].upper())
     trace = tmp_path / "run.jsonl"
-    rlm = RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local", sandbox="inprocess")
+    rlm = RLM(model=ROOT, sub_model=SUB, api_base=server.base_url, api_key="sk-local")
     assert rlm.query("a,b,c,d,e,f", "How many commas?", trace=trace).answer == "2"
     return trace
 
