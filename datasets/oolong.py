@@ -38,7 +38,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import combinations
 
@@ -187,7 +187,6 @@ class Question:
     task: str  # MOST_FREQ, LEAST_FREQ, SECOND_MOST_FREQ, RELATIVE_FREQ, NUMERIC_ONE_CLASS, REPRESENTED_N_TIMES
     family: str = ""
     input_subset: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 # How the scorer reads each official answer type; month-year answers are matched exactly, as labels are.
