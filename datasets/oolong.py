@@ -23,8 +23,8 @@ The official generator is `src/data_gen/oolong-synth/` of the abertsch72/oolong 
   label beat another, in how many months one label beat another and was the single most common.
   The official user-subset draw takes min(1, ...) users, so that subset is a single user; kept as is.
 * Per window the first 25 questions in that order are kept, as `subsample.py` keeps 25 per window
-  (two windows per length and dataset make the published 50); the published trec_coarse 131K split's
-  mix (most common 5, least common 4, comparisons 29, counts 12) is what that order gives.
+  (two windows per length and dataset make the published 50). The published split has this shape: its
+  first trec_coarse 32K window carries 20 counting questions and then 5 user questions.
 
 One deliberate difference: "how many dates are represented exactly n times" is answered over every
 date of the window; the official code counts only among the 50 most frequent dates, which differs only
