@@ -553,8 +553,8 @@ def view(trace_file: str, follow: bool, max_lines: int, full: bool, html_out: st
             show(load_trace(path, max_chars), style, str(path))
     except TraceError as error:
         raise click.ClickException(str(error)) from None
-    except OSError as error:
-        raise click.ClickException(f"cannot write {html_out}: {error.strerror or error}") from None
+    except OSError as error:  # writing the page(s): reading errors are TraceErrors
+        raise click.ClickException(f"cannot write {error.filename or html_out}: {error.strerror or error}") from None
 
 
 _CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache directory (env RLM_CACHE_DIR).")
