@@ -192,10 +192,9 @@ def test_view_html_says_where_it_wrote_and_refuses_what_it_cannot_do(
         assert code == 1 and message in output and "Traceback" not in output, output
 
 
-def test_bench_folder_lists_tasks_picks_one_and_writes_an_index(
-    scripted_server: ScriptedServer, tmp_path: Path
-) -> None:
-    root, sub = install(scripted_server)
+def bench_folder(server: ScriptedServer, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A real `rlm bench` output folder of two tasks solved by the scripted solver; its task ids."""
+    root, sub = install(server)
     folder = tmp_path / "bench"
     results = run_bench(
         "sniah",
@@ -204,12 +203,18 @@ def test_bench_folder_lists_tasks_picks_one_and_writes_an_index(
         n=2,
         length=8192,
         out_dir=folder,
-        api_base=scripted_server.base_url,
+        api_base=server.base_url,
         api_key="x",
         progress=False,
         max_iterations=4,
     )
-    ids = [result.id for result in results]
+    return folder, [result.id for result in results]
+
+
+def test_bench_folder_lists_tasks_picks_one_and_writes_an_index(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    folder, ids = bench_folder(scripted_server, tmp_path)
     code, output = view(str(folder))
     assert code == 0 and "2 tasks" in output and all(task in output for task in ids), output
     code, output = view(str(folder), "--task", ids[0])
@@ -271,3 +276,14 @@ def test_a_hostile_trajectory_runs_no_script_in_a_browser(scripted_server: Scrip
     assert dom.title == "rlm run run.jsonl" and "pwned" not in dom.title
     assert not {t for t, _ in dom.tags} & {"img", "svg"} and [t for t, _ in dom.tags].count("script") == 1
     assert re.search(r'<span id="tl-count">\d+ calls, \d+ cells</span>', raw)  # the page's own script ran
+
+
+@needs_browser
+def test_a_bench_index_and_its_task_pages_load_in_a_browser(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    folder, ids = bench_folder(scripted_server, tmp_path)
+    assert view(str(folder), "--html", str(tmp_path / "site"))[0] == 0
+    dom, _, console = browse(tmp_path / "site" / "index.html", tmp_path)
+    assert console == [] and dom.count("tr", "task") == 2
+    links = [a["href"] for t, a in dom.tags if t == "a"]
+    page, _, console = browse(tmp_path / "site" / (links[0] or ""), tmp_path)
+    assert console == [] and page.count("div", "bar") > 0 and page.title == f"rlm run {ids[0]}"
