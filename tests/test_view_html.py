@@ -241,7 +241,7 @@ def test_a_notebook_shows_the_page_of_a_result_that_kept_its_trajectory(
 ) -> None:
     scripted_server.script("test-root", ["```repl\nprint(llm_query('hi'))\n```", "FINAL(<b>done</b>)"])
     scripted_server.script("test-sub", ["<script>" + PWNED + "</script>"])
-    rlm = RLM(model=ROOT, sub_model=SUB, api_base=scripted_server.base_url, api_key="k", sandbox="inprocess")
+    rlm = RLM(model=ROOT, sub_model=SUB, api_base=scripted_server.base_url, api_key="k")
     result = rlm.query("data", "q")
     shown = result._repr_html_()
     tags = parse(shown)
