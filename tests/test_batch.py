@@ -13,8 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from rlm.batch import ResultsFile, load_jobs, read_results, run_batch, run_on_ra
 from rlm.cli import main
 from rlm.errors import ConfigError
 from rlm.scripted import ChatRequest, Fault, Reply, ScriptedServer
+from tests.waiting import wait_until
 
 RAY_MISSING = importlib.util.find_spec("ray") is None
 
@@ -304,13 +304,6 @@ def _ray_job_pids() -> list[int]:
     return pids
 
 
-def _wait_until(check: Any, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_goes_on(
     local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path
 ) -> None:
@@ -330,7 +323,7 @@ def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_g
     batch.start()
     doomed = lambda: [r for r in scripted_server.records() if "doomed" in json.dumps(r.messages)]  # noqa: E731
     for attempt in range(1, ray_backend.MAX_RETRIES + 2):
-        _wait_until(lambda: len(doomed()) == attempt and len(_ray_job_pids()) == 1)  # noqa: B023
+        assert wait_until(lambda: len(doomed()) == attempt and len(_ray_job_pids()) == 1, 120)  # noqa: B023
         os.kill(_ray_job_pids()[0], signal.SIGKILL)
     batch.join(timeout=120)
     assert not batch.is_alive()
@@ -338,7 +331,7 @@ def test_a_job_whose_worker_dies_is_retried_then_recorded_failed_and_the_batch_g
     assert {i: r["answer"] for i, r in rows.items() if i != "doomed"} == {"file": "12", "1": "1", "2": "2"}
     assert rows["doomed"]["status"] == "error" and "Worker" in rows["doomed"]["error"]
     assert len(doomed()) == 1 + ray_backend.MAX_RETRIES  # the first attempt and every retry reached the server
-    _wait_until(lambda: all(r.outcome == "disconnected" for r in doomed()))
+    assert wait_until(lambda: all(r.outcome == "disconnected" for r in doomed()), 120)
 
     scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     again = ResultsFile(out.path)
@@ -350,6 +343,22 @@ def test_batch_cost_budget_holds_across_ray_workers(
     local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path
 ) -> None:
     _cost_budget_sweep(scripted_server, tmp_path, "local")
+
+
+def _ctrl_c(command: list[str], *, when: Callable[[], None]) -> tuple[int, str]:
+    """Start an `rlm ... --ray` driver process, let `when` wait for the moment, then press Ctrl-C
+    (SIGINT) on it: its exit code and stderr. The driver never outlives the test."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        when()
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    return driver.returncode, stderr
 
 
 def test_ctrl_c_on_the_driver_cancels_the_ray_jobs_and_keeps_the_finished_rows(
@@ -372,25 +381,19 @@ def test_ctrl_c_on_the_driver_cancels_the_ray_jobs_and_keeps_the_finished_rows(
     jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     command = [sys.executable, "-m", "rlm", "batch", str(jobs), "--out", str(out), "--ray", "--concurrency", "4"]
     command += ["--model", "openai/root", "--api-base", scripted_server.base_url, "--api-key", "x"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
     def hung() -> list[Any]:
         return [r for r in scripted_server.records() if "hang" in json.dumps(r.messages)]
 
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    def two_done_two_hanging() -> None:
         in_progress = lambda: [r for r in hung() if r.outcome == "in_progress"]  # noqa: E731
-        _wait_until(lambda: out.is_file() and len(read_results(out)) == 2 and len(in_progress()) == 2)
-        driver.send_signal(signal.SIGINT)
-        _, stderr = driver.communicate(timeout=120)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    assert driver.returncode == 130, stderr
+        assert wait_until(lambda: out.is_file() and len(read_results(out)) == 2 and len(in_progress()) == 2, 120)
+
+    returncode, stderr = _ctrl_c(command, when=two_done_two_hanging)
+    assert returncode == 130, stderr
     assert "finished jobs are kept" in stderr
     assert {i: r["answer"] for i, r in read_results(out).items()} == {"quick0": "1", "quick1": "2"}
-    _wait_until(lambda: all(r.outcome == "disconnected" for r in hung()))  # cancelled on the cluster
+    assert wait_until(lambda: all(r.outcome == "disconnected" for r in hung()), 120)  # cancelled on the cluster
 
 
 def test_bench_sweep_budgets_hold_across_ray_workers(
@@ -419,24 +422,21 @@ def test_ctrl_c_on_a_bench_sweep_on_ray_keeps_the_finished_tasks(
     command = [sys.executable, "-m", "rlm", "bench", "oolong", "--n", "3", "--length", "8192", "--concurrency", "1"]
     command += ["--out", str(out), "--ray", "--model", f"openai/{ROOT_MODEL}", "--sub-model", f"openai/{SUB_MODEL}"]
     command += ["--api-base", scripted_server.base_url, "--api-key", "x", "--max-iterations", "4"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        _wait_until(lambda: (out / "results").is_dir() and any((out / "results").iterdir()))
+
+    def hanging() -> list[Any]:
+        return [r for r in scripted_server.records(ROOT_MODEL) if r.planned_text == "never sent"]
+
+    def one_done_then_hanging() -> None:
+        assert wait_until(lambda: (out / "results").is_dir() and any((out / "results").iterdir()), 120)
         hang.set()
-        hanging = lambda: [r for r in scripted_server.records(ROOT_MODEL) if r.planned_text == "never sent"]  # noqa: E731
-        _wait_until(lambda: any(r.outcome == "in_progress" for r in hanging()))
-        driver.send_signal(signal.SIGINT)
-        _, stderr = driver.communicate(timeout=120)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    assert driver.returncode == 130, stderr
+        assert wait_until(lambda: any(r.outcome == "in_progress" for r in hanging()), 120)
+
+    returncode, stderr = _ctrl_c(command, when=one_done_then_hanging)
+    assert returncode == 130, stderr
     assert "finished tasks are kept" in stderr
     saved = list((out / "results").iterdir())
     assert 1 <= len(saved) < 3 and all(json.loads(p.read_text())["status"] == "completed" for p in saved)
-    _wait_until(lambda: all(r.outcome == "disconnected" for r in hanging()))  # cancelled on the cluster
+    assert wait_until(lambda: all(r.outcome == "disconnected" for r in hanging()), 120)  # cancelled on the cluster
 
 
 def test_bench_on_ray_gives_the_local_rows(local_ray: Any, scripted_server: ScriptedServer, tmp_path: Path) -> None:

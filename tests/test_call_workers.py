@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from rlm.models.provider import Endpoint
 from rlm.models.workers import CallWorkers
 from rlm.scripted import Drop, Fault, Reply, ScriptedServer
 from rlm.types import Completion
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "test-w"  # what the server sees; litellm strips the "openai/" prefix
@@ -65,16 +65,6 @@ async def running(count: int = 2) -> AsyncIterator[CallWorkers]:
         yield workers
     finally:
         workers.close()
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Whether `check` holds within a generous bound: a wait for something to happen, not a timing assert."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ import pytest
 
 from rlm import RLM, Status
 from rlm.scripted import Reply, ScriptedServer
+from tests.waiting import eventually
 
 ROOT, SUB = "openai/test-root", "openai/test-sub"
 CELL = '```repl\nparts = llm_query_batched(["a", "b", "c"])\nprint(parts)\n```'
@@ -52,15 +53,6 @@ def warm(scripted_server: ScriptedServer) -> ScriptedServer:
     return scripted_server
 
 
-async def _wait_for(check, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("sandbox", ["inprocess", "process"])
 def test_timeout_cancels_sub_calls_and_leaves_nothing_running(warm: ScriptedServer, sandbox: str) -> None:
     scripted_server = warm
@@ -79,10 +71,10 @@ def test_timeout_cancels_sub_calls_and_leaves_nothing_running(warm: ScriptedServ
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and _ours(t)]
         assert leftover == []
         subs = lambda: scripted_server.records("test-sub")  # noqa: E731
-        assert await _wait_for(lambda: len(subs()) == 3 and all(r.outcome != "in_progress" for r in subs()))
+        assert await eventually(lambda: len(subs()) == 3 and all(r.outcome != "in_progress" for r in subs()))
         assert [r.outcome for r in subs()] == ["disconnected"] * 3
         if sandbox == "process":
-            assert await _wait_for(lambda: _worker_children() == [])
+            assert await eventually(lambda: _worker_children() == [])
 
     asyncio.run(scenario())
     survivors = [t for t in threading.enumerate() if t.ident not in threads_before]
@@ -110,6 +102,6 @@ def test_inprocess_cancelled_cell_makes_no_more_calls(warm: ScriptedServer) -> N
         await asyncio.sleep(0.5)  # a thread still running would send the next call now
         records = scripted_server.records("test-sub")
         assert [r.messages[-1]["content"] for r in records] == ["item 0 "]
-        assert await _wait_for(lambda: scripted_server.records("test-sub")[0].outcome == "disconnected")
+        assert await eventually(lambda: scripted_server.records("test-sub")[0].outcome == "disconnected")
 
     asyncio.run(scenario())

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rlm import RLM
 from rlm.errors import ConfigError
 from rlm.scripted import Reply, ScriptedServer
 from rlm.serve import BackgroundServer, ServeOptions, check_exposure, is_loopback
+from tests.waiting import wait_until
 
 ROOT, SUB = "openai/test-root", "openai/test-sub"
 ROOT_NAME, SUB_NAME = "test-root", "test-sub"  # as the scripted server knows them
@@ -63,15 +63,6 @@ def _error(response: httpx.Response, status: int, code: str) -> str:
     error = response.json()["error"]
     assert error["code"] == code and error["type"] and error["message"]
     return error["message"]
-
-
-def _wait_for(check: Callable[[], bool], seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # -- the openai client ---------------------------------------------------------------------------
@@ -250,7 +241,7 @@ def test_every_run_has_a_wall_time_limit_even_when_the_operator_set_none(
     for asked in ({}, {"timeout": 1000}):  # a request cannot lift the server's limit
         done = _post(server, _ask(rlm=asked)).json()
         assert done["rlm"]["status"] == "timeout" and done["choices"][0]["finish_reason"] == "length"
-    assert _wait_for(lambda: all(r.outcome == "disconnected" for r in scripted_server.records(ROOT_NAME)))
+    assert wait_until(lambda: all(r.outcome == "disconnected" for r in scripted_server.records(ROOT_NAME)))
     scripted_server.script(ROOT_NAME, ["FINAL(in time)"])
     operator = serve(engine={"timeout": 30}, default_timeout_s=0.5)  # the operator's --timeout wins
     assert operator.service.engine.settings.timeout == 30
@@ -267,7 +258,7 @@ def test_uploads_expire_and_their_total_size_is_capped(scripted_server: Scripted
     first = client.files.create(file=("a.txt", b"12345678"), purpose="user_data")
     assert first.expires_at is not None and first.expires_at >= first.created_at
     # expired uploads are dropped by the server's sweep, freeing their room
-    assert _wait_for(lambda: not server.service.uploads)
+    assert wait_until(lambda: not server.service.uploads)
     assert [f.id for f in client.files.list()] == []
     _error(_post(server, _ask(rlm={"file_ids": [first.id]})), 404, "file_not_found")
     assert client.files.create(file=("b.txt", b"12345"), purpose="user_data").bytes == 5
@@ -318,12 +309,12 @@ def test_a_client_that_disconnects_cancels_its_run_across_the_tree(
     ).encode() + body
     with socket.create_connection(("127.0.0.1", server.port)) as connection:
         connection.sendall(request)
-        assert _wait_for(lambda: len(scripted_server.records(SUB_NAME)) == 3)
+        assert wait_until(lambda: len(scripted_server.records(SUB_NAME)) == 3)
         assert all(r.outcome == "in_progress" for r in scripted_server.records(SUB_NAME))
     # the sub-calls in flight are closed at the scripted server, long before their 60 s reply
-    assert _wait_for(lambda: all(r.outcome == "disconnected" for r in scripted_server.records(SUB_NAME)))
+    assert wait_until(lambda: all(r.outcome == "disconnected" for r in scripted_server.records(SUB_NAME)))
     metrics = lambda: httpx.get(f"http://127.0.0.1:{server.port}/metrics").text  # noqa: E731
-    assert _wait_for(lambda: 'rlm_serve_runs_total{status="disconnected"} 1' in metrics())
+    assert wait_until(lambda: 'rlm_serve_runs_total{status="disconnected"} 1' in metrics())
     assert "rlm_serve_runs_in_flight 0" in metrics()
 
 

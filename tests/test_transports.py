@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from rlm.scheduler import RetryPolicy, Scheduler
 from rlm.scripted import Drop, Fault, Reply, ScriptedServer
 from rlm.tokens import count_tokens
 from rlm.types import CallOrigin, Completion, Role
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "The codes are 17, 42 and 99; nothing else in the context looks like a code at all."
@@ -56,16 +56,6 @@ async def streamed(transport: Transport, end: Endpoint) -> tuple[str, Completion
         text = "".join([delta async for delta in deltas])
     (completion,) = done
     return text, completion
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Whether `check` holds within a generous bound: waiting for something to happen, not timing it."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 # --- the same replies ---------------------------------------------------------------------------
