@@ -1,12 +1,7 @@
-"""A fork server: a clean Python process that has imported everything a worker needs, once.
-
-Starting a worker is then a fork (milliseconds) instead of an interpreter start and imports
-(a hundred milliseconds or more). The zygote runs with a scrubbed environment (no API keys),
-in its own session (a Ctrl-C of the host does not reach it), and exits when the host closes its
-socket. The host hands it one end of a fresh socketpair (SCM_RIGHTS); the forked child serves
-that socket as its worker channel. With it comes the end of a second socketpair on which the zygote,
-which reaps its children, writes how the worker ended ("signal 9", "exit 1") and closes it, so the
-host can say why a worker died.
+"""The sandbox's fork server (rlm/forkserver.py): a clean Python process that has imported everything a
+REPL worker needs, once, so a worker starts as a fork. It runs isolated (python -I), with a scrubbed
+environment (no API keys) and its output discarded; the host asks it for each worker with a status
+socket, so a session can say how a dead worker ended.
 """
 
 from __future__ import annotations
@@ -14,81 +9,22 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-from typing import Any, NamedTuple
+from typing import Any
 
-_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); from sandbox.zygote import main; main(int(sys.argv[2]))"
-)
+from rlm.forkserver import ForkServer, Spawned, command, serve
 
 
 def main(fd: int) -> None:
-    """The zygote's loop: fork one worker per request until the host hangs up."""
+    """The entry of the zygote process: warm up, freeze the warm heap (shared by every forked worker),
+    then fork one worker per request until the host hangs up."""
     from sandbox import worker
     from sandbox.modules import preload
 
-    statuses: dict[int, int] = {}  # live worker pid -> where to report its end
-
-    def reap(signum: int, frame: object) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            report = statuses.pop(pid, None)
-            if report is not None:
-                with contextlib.suppress(OSError):
-                    os.write(report, exit_description(status).encode())
-                os.close(report)
-
-    signal.signal(signal.SIGCHLD, reap)
     _warm(preload)
-    gc.freeze()  # keep the warm heap shared between forked workers
-    control = socket.socket(fileno=fd)
-    while True:
-        try:
-            _data, fds, _flags, _addr = socket.recv_fds(control, 16, 2)
-        except OSError:
-            return
-        if not fds:
-            return
-        # SIGCHLD waits until the new worker is registered, so its end cannot go unreported.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            for report in [*statuses.values(), *fds[1:]]:  # no worker holds another's report channel
-                os.close(report)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            status = 0
-            try:
-                worker.serve(fds[0])
-            except BaseException:
-                status = 1
-            os._exit(status)
-        os.close(fds[0])
-        if len(fds) > 1:
-            statuses[pid] = fds[1]
-        for extra in fds[2:]:
-            os.close(extra)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        control.sendall(f"{pid}\n".encode())
-
-
-def exit_description(status: int) -> str:
-    """'signal N' or 'exit N', from a wait status."""
-    if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"exit {os.waitstatus_to_exitcode(status)}"
+    gc.freeze()
+    serve(fd, worker.serve)
 
 
 def _warm(preload: object) -> None:
@@ -143,92 +79,25 @@ def _load_encodings() -> None:
     tokens._load = from_memory
 
 
-def _import_path() -> list[str]:
-    """The host's import path, absolute, with this project's root first (editable installs use a hook)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [root, *(os.path.abspath(p) for p in sys.path)]
-
-
 def _clean_env() -> dict[str, str]:
     return {"PATH": os.defpath, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
-class Spawned(NamedTuple):
-    """A forked worker as the host sees it."""
-
-    channel: socket.socket
-    pid: int
-    status: socket.socket  # the zygote writes "signal N" / "exit N" here when the worker ends
-
-
-class Zygote:
-    """The host's handle on its zygote process."""
-
-    def __init__(self) -> None:
-        host_end, zygote_end = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOT, json.dumps(_import_path()), str(zygote_end.fileno())],
-            pass_fds=[zygote_end.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=_clean_env(),
-            cwd="/",
-            start_new_session=True,
-        )
-        zygote_end.close()
-        self.control = host_end
-        self.lock = threading.Lock()
-
-    def spawn(self) -> Spawned:
-        """A new worker: the host's end of its channel, its pid, and where the zygote will say how it
-        ended (see `main`). Blocking: call it in a thread."""
-        host_end, worker_end = socket.socketpair()
-        status_end, zygote_end = socket.socketpair()
-        try:
-            with self.lock:
-                socket.send_fds(self.control, [b"w"], [worker_end.fileno(), zygote_end.fileno()])
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = self.control.recv(32)
-                    if not chunk:
-                        raise ConnectionError("the zygote exited")
-                    reply += chunk
-        except BaseException:
-            host_end.close()
-            status_end.close()
-            raise
-        finally:
-            worker_end.close()
-            zygote_end.close()
-        return Spawned(host_end, int(reply), status_end)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self, wait: bool = True) -> None:
-        """Hang up: the zygote ends its workers and exits. `wait=False` when this process is exiting
-        anyway (the zygote finishes on its own; the exit need not wait for it)."""
-        self.control.close()
-        if not wait:
-            return
-        try:
-            self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-_zygote: Zygote | None = None
+_zygote: ForkServer | None = None
 _zygote_pid = 0
 _zygote_lock = threading.Lock()
 
 
-def _current_zygote() -> Zygote:
+def _start() -> ForkServer:
+    argv = command("sandbox.zygote:main", isolated=True)
+    return ForkServer(argv, name="sandbox zygote", env=_clean_env(), cwd="/", quiet=True)
+
+
+def _current_zygote() -> ForkServer:
     global _zygote, _zygote_pid
     with _zygote_lock:
         if _zygote is None or _zygote_pid != os.getpid() or not _zygote.alive():
-            _zygote, _zygote_pid = Zygote(), os.getpid()
+            _zygote, _zygote_pid = _start(), os.getpid()
         return _zygote
 
 
@@ -243,12 +112,12 @@ def spawn_worker() -> Spawned:
     global _zygote
     zygote = _current_zygote()
     try:
-        return zygote.spawn()
+        return zygote.spawn(report_end=True)
     except (ConnectionError, OSError):
         with _zygote_lock:
             if _zygote is zygote:
                 _zygote = None
-        return _current_zygote().spawn()
+        return _current_zygote().spawn(report_end=True)
 
 
 @atexit.register

@@ -389,7 +389,9 @@ def test_when_workers_cannot_start_the_run_calls_in_process_and_says_why(scripte
 
 
 def test_the_cli_says_when_call_workers_could_not_start(scripted_server: ScriptedServer, tmp_path: Path) -> None:
-    scripted_server.script("test-root", ["FINAL(42)"])
+    """The failure is reported with the run's summary, so the run outlasts the failed start: the reply
+    takes 3 s, a generous bound for a fork server that exits at once."""
+    scripted_server.script("test-root", [Reply("FINAL(42)", ttft=3)])
     context = tmp_path / "context.txt"
     context.write_text("some text")
     cli = (

@@ -1,7 +1,7 @@
 """The dependency rule, kept: three layers, imports only downward, and no import cycle anywhere.
 
-- the core (the shared context, search, token counting, types, errors, litellm's data files) imports
-  neither the engine nor the sandbox, so either can be read, tested and reused on its own;
+- the core (the shared context, search, token counting, types, errors, litellm's data files, the fork
+  server) imports neither the engine nor the sandbox, so either can be read, tested and reused on its own;
 - the sandbox (`sandbox/`) imports the core and nothing else of rlm: model-written code runs next to it;
 - the engine (the rest of `rlm/`) may import both. The datasets (`rlm_datasets`) import only the core.
 
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"rlm": "rlm", "sandbox": "sandbox", "rlm_datasets": "datasets"}  # import name -> folder
-CORE = ("rlm.context", "rlm.search", "rlm.tokens", "rlm.types", "rlm.errors", "rlm.litellm_files")
+CORE = ("rlm.context", "rlm.search", "rlm.tokens", "rlm.types", "rlm.errors", "rlm.litellm_files", "rlm.forkserver")
 
 
 def _modules() -> dict[str, Path]:

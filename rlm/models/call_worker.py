@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import pickle
-import signal
 import socket
 import struct
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rlm.errors import ProviderError
 
 HEADER = struct.Struct("!I")
-BOOT = "import sys, json; sys.path[:] = json.loads(sys.argv[1]); from rlm.models.call_worker import zygote; zygote()"
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
@@ -48,44 +44,18 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[Any, ...]:
     return message
 
 
-def zygote_command() -> list[str]:
-    """How the host starts the zygote: its import path passed on, so editable installs resolve."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = [root, *(os.path.abspath(p) for p in sys.path)]
-    return [sys.executable, "-c", BOOT, json.dumps(path)]
-
-
-def zygote() -> None:
-    """Import litellm, then fork one worker per control socket the host sends on fd 0, until it hangs up."""
+def zygote(fd: int) -> None:
+    """The entry of the call workers' fork server (rlm/forkserver.py): import litellm once, then fork
+    one worker per request; each serves the control socket it was given until the host hangs up."""
     import rlm.models.provider  # noqa: F401 - imported once here, for every forked worker
+    from rlm.forkserver import serve
     from rlm.loop import loop_factory, run
     from rlm.models.pricing import litellm, own_process
 
     own_process()
     litellm()  # the import, and gc.freeze: forked workers share the frozen heap
     loop_factory()  # imports uvloop here too, once
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-    control = socket.socket(fileno=os.dup(0))
-    os.close(0)
-    while True:
-        try:
-            _data, fds, _flags, _addr = socket.recv_fds(control, 16, 1)
-        except OSError:
-            return
-        if not fds:  # the host hung up
-            return
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            code = 0
-            try:
-                run(_worker(socket.socket(fileno=fds[0])))
-            except BaseException:  # a worker must never return into the zygote's loop
-                code = 1
-            os._exit(code)
-        os.close(fds[0])
-        control.sendall(struct.pack("!i", pid))
+    serve(fd, lambda control: run(_worker(socket.socket(fileno=control))))
 
 
 async def _worker(control: socket.socket) -> None:

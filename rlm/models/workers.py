@@ -16,16 +16,15 @@ import functools
 import itertools
 import os
 import socket
-import struct
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from rlm.errors import ProviderError, StreamInterrupted
+from rlm.forkserver import ForkServer, command
 from rlm.models import provider
-from rlm.models.call_worker import encode, read_message, zygote_command
+from rlm.models.call_worker import encode, read_message
 from rlm.models.provider import Endpoint, Timeouts
 from rlm.types import Completion
 
@@ -33,42 +32,13 @@ WorkerReply = tuple[str, list[Any]]  # ("delta" | "done" | "error", payload)
 T = TypeVar("T")
 
 
-class _Zygote:
-    """The process the workers are forked from. Blocking methods: call them from a thread."""
+def zygote_command() -> list[str]:
+    """How the call workers' fork server starts (its stderr is the host's, so an import error shows)."""
+    return command("rlm.models.call_worker:zygote")
 
-    def __init__(self) -> None:
-        self.control, theirs = socket.socketpair()
-        with theirs:  # its own session: a Ctrl-C in the terminal is the host's to handle
-            self.process = subprocess.Popen(zygote_command(), stdin=theirs.fileno(), start_new_session=True)
-        self._lock = threading.Lock()
 
-    def fork(self) -> tuple[socket.socket, int]:
-        """A new worker: our end of its control socket, and its pid."""
-        ours, theirs = socket.socketpair()
-        reply = b""
-        with theirs, self._lock, contextlib.suppress(OSError):
-            socket.send_fds(self.control, [b"w"], [theirs.fileno()])
-            while len(reply) < 4 and (chunk := self.control.recv(4 - len(reply))):
-                reply += chunk
-        if len(reply) < 4:
-            ours.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(1)
-            code = self.process.poll()
-            raise ConnectionError(
-                f"the call-worker zygote exited (code {code}; its error, if any, is on stderr)"
-                if code is not None
-                else "the call-worker zygote stopped answering"
-            )
-        return ours, struct.unpack("!i", reply)[0]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self) -> None:
-        """At the host's exit: hang up, and stop it now even if it is still importing (it holds no state)."""
-        self.control.close()
-        self.process.terminate()
+def _start_zygote() -> ForkServer:
+    return ForkServer(zygote_command(), name="call-worker zygote")
 
 
 class _Pool:
@@ -76,7 +46,7 @@ class _Pool:
     methods: call them from a thread."""
 
     def __init__(self) -> None:
-        self.zygote = _Zygote()
+        self.zygote = _start_zygote()
         self.workers: list[tuple[socket.socket, int]] = []  # (control socket, pid)
         self._lock = threading.Lock()
 
@@ -91,7 +61,8 @@ class _Pool:
                         if forks > count:  # fresh workers die at once: give up, calls stay in-process
                             raise ConnectionError("call workers exit as soon as they start")
                         forks += 1
-                        self.workers.append(self.zygote.fork())
+                        spawned = self.zygote.spawn()
+                        self.workers.append((spawned.channel, spawned.pid))
                     control, pid = self.workers[index]
                     ours, theirs = socket.socketpair()
                     with theirs:
@@ -109,7 +80,7 @@ class _Pool:
     def close(self) -> None:
         for control, _pid in self.workers:
             control.close()  # each worker exits when it reads the hang-up
-        self.zygote.close()
+        self.zygote.close(wait=False)  # at the host's exit: stop it even mid-import
 
 
 _pool: _Pool | None = None
@@ -123,7 +94,7 @@ def _current_pool() -> _Pool:
             atexit.register(_shutdown)
             _pool = _Pool()
         elif not _pool.zygote.alive():
-            _pool.zygote = _Zygote()
+            _pool.zygote = _start_zygote()
         return _pool
 
 
