@@ -1,9 +1,12 @@
-"""The dependency rule, kept: three layers, imports only downward, and no import cycle anywhere.
+"""The dependency rule, kept: four layers, imports only downward, and no import cycle anywhere.
 
 - the core (the shared context, search, token counting, types, errors, litellm's data files, the fork
   server) imports neither the engine nor the sandbox, so either can be read, tested and reused on its own;
 - the sandbox (`sandbox/`) imports the core and nothing else of rlm: model-written code runs next to it;
-- the engine (the rest of `rlm/`) may import both. The datasets (`rlm_datasets`) import only the core.
+- the engine (models, scheduler, budget, the node tree) may import both, and never a surface;
+- the surfaces (the CLI, the Python API and its display, `rlm serve`, batch, bench, `rlm view`, the
+  scripted test server) sit on top and may import anything below.
+The datasets (`rlm_datasets`) import only the core.
 
 Every import counts, at module level or inside a function (a lazy import still ties the modules
 together); only those under `if TYPE_CHECKING:` are left out, since they never run.
@@ -20,6 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"rlm": "rlm", "sandbox": "sandbox", "rlm_datasets": "datasets"}  # import name -> folder
+SURFACES = ("rlm.__main__", "rlm.cli", "rlm.api", "rlm.display", "rlm.progress", "rlm.terminal", "rlm.serve")
+SURFACES += ("rlm.batch", "rlm.sweep", "rlm.ray_backend", "rlm.bench", "rlm.bench_report", "rlm.view", "rlm.scripted")
 CORE = ("rlm.context", "rlm.search", "rlm.tokens", "rlm.types", "rlm.errors", "rlm.litellm_files", "rlm.forkserver")
 
 
@@ -81,10 +86,17 @@ def _layer(module: str) -> str:
         return "rlm" if module == "rlm" else "datasets"
     if any(module == core or module.startswith(core + ".") for core in CORE):
         return "core"
+    if any(module == surface or module.startswith(surface + ".") for surface in SURFACES):
+        return "surface"
     return "sandbox" if module.startswith("sandbox") else "engine"
 
 
-ALLOWED = {"core": {"core"}, "sandbox": {"core", "sandbox"}, "datasets": {"core", "datasets"}}
+ALLOWED = {
+    "core": {"core"},
+    "sandbox": {"core", "sandbox"},
+    "engine": {"core", "sandbox", "engine"},
+    "datasets": {"core", "datasets"},
+}
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
