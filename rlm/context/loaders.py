@@ -6,6 +6,7 @@ with errors='replace') and empty inputs get a message that names the input.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import mmap
 import os
@@ -18,10 +19,9 @@ from rlm.context.store import (
     BLOCK,
     BadUtf8,
     Store,
-    anonymous_file,
+    anonymous_copy,
     build_index,
     release,
-    seal,
     source_spec,
     write_anonymous,
 )
@@ -125,17 +125,8 @@ def stream_store(stream: BinaryIO, errors: str, label: str) -> Store:
     copy, where reading the stream whole first would hold the context twice."""
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, not {errors!r}")
-    fd, path, resources = anonymous_file(label)
+    buf, path, size, resources = anonymous_copy(iter(functools.partial(stream.read, WINDOW), b""), label)
     try:
-        with open(fd, "wb", closefd=False) as out:
-            while piece := stream.read(WINDOW):
-                out.write(piece)
-        size = os.fstat(fd).st_size
-        if size == 0:
-            raise ContextError("context is empty: there is nothing to read")
-        seal(fd)
-        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        resources.insert(0, buf)
         _check_text(buf, "context")
         try:
             index = build_index(buf)

@@ -243,8 +243,9 @@ class Store:
         return dict(self._source)
 
 
-def write_anonymous(pieces: Iterable[bytes], label: str) -> Store:
-    """Write bytes to a sealed anonymous file, mmap it and index it: the in-memory way to share."""
+def anonymous_copy(pieces: Iterable[bytes], label: str) -> tuple[Any, str, int, list[Any]]:
+    """Bytes written to a sealed anonymous file and mapped, the in-memory way to share a text with
+    every worker: (the mapping, the file's path, its size, what to release when done)."""
     fd, path, resources = anonymous_file(label)
     try:
         with open(fd, "wb", closefd=False) as out:
@@ -256,6 +257,16 @@ def write_anonymous(pieces: Iterable[bytes], label: str) -> Store:
         seal(fd)
         buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         resources.insert(0, buf)
+    except BaseException:
+        release(resources)
+        raise
+    return buf, path, size, resources
+
+
+def write_anonymous(pieces: Iterable[bytes], label: str) -> Store:
+    """Bytes known to be valid UTF-8, in a sealed anonymous file, mapped and indexed."""
+    buf, path, size, resources = anonymous_copy(pieces, label)
+    try:
         index = build_index(buf)
     except BaseException:
         release(resources)
