@@ -327,28 +327,10 @@ def user_questions(w: Window, rng: random.Random) -> list[Question]:
         f"{names}. Among instances associated with these users,",
     )
     for label, users in _users_by_label(subset).items():
-        best = _ranked(Counter(users), 10)
-        if len(best) > 1 and best[0][1] > best[1][1]:
-            out.append(
-                Question(
-                    f"{among} which user has the most instances with the label {label}? {_USER_FORMAT}",
-                    best[0][0],
-                    "USER",
-                    "MOST_FREQ",
-                    input_subset=True,
-                )
-            )
+        out += _most_instances(among, label, _ranked(Counter(users), 10), input_subset=True)
     for label, users in _users_by_label(w.records).items():
         best = _ranked(Counter(users), 10)
-        if len(best) > 1 and best[0][1] > best[1][1]:
-            out.append(
-                Question(
-                    f"{_ABOVE} which user has the most instances with the label {label}? {_USER_FORMAT}",
-                    best[0][0],
-                    "USER",
-                    "MOST_FREQ",
-                )
-            )
+        out += _most_instances(_ABOVE, label, best)
         end = min(9, len(best) - 1)
         middle = 5 if end == 9 else end // 2
         for _ in range(10):
@@ -365,6 +347,14 @@ def user_questions(w: Window, rng: random.Random) -> list[Question]:
                 )
                 break
     return out
+
+
+def _most_instances(prefix: str, label: str, best: list[tuple[str, int]], input_subset: bool = False) -> list[Question]:
+    """Which user has the most instances of `label`: asked only when one user leads alone."""
+    if len(best) > 1 and best[0][1] > best[1][1]:
+        question = f"{prefix} which user has the most instances with the label {label}? {_USER_FORMAT}"
+        return [Question(question, best[0][0], "USER", "MOST_FREQ", input_subset=input_subset)]
+    return []
 
 
 def _users_by_label(records: list[Record]) -> dict[str, list[str]]:
