@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from rlm.errors import ConfigError
 
@@ -116,17 +118,18 @@ def _convert(name: str, raw: Any, kind: Any, source: str) -> Any:
     if raw is None or not isinstance(raw, str):
         return raw
     text = raw.strip()
-    if text.lower() in ("", "none") and "None" in str(kind):
+    options = get_args(kind) if get_origin(kind) is UnionType else (kind,)
+    if text.lower() in ("", "none") and type(None) in options:
         return None
-    if "bool" in str(kind):
+    target = next(option for option in options if option is not type(None))  # str before list[str]
+    if target is bool:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{source}: {name} must be true or false, got {raw!r}.")
-    if "dict" in str(kind):
-        return parse_model_limits(text, source) if name == "model_limits" else parse_fallbacks(text, source)
-    target = int if "int" in str(kind) else float if "float" in str(kind) else str
+    if target in _TABLE_PARSERS:
+        return _TABLE_PARSERS[target](text, source)
     try:
         return target(text)
     except ValueError as exc:
@@ -166,6 +169,12 @@ def parse_model_limits(text: str, source: str = "model_limits") -> dict[str, dic
                 ) from None
     return limits
 
+
+# the per-model tables, by their type: their environment form is parsed, not cast
+_TABLE_PARSERS: dict[Any, Callable[[str, str], Any]] = {
+    dict[str, list[str]]: parse_fallbacks,
+    dict[str, dict[str, int]]: parse_model_limits,
+}
 
 MODEL_LIMIT_KEYS = ("max_in_flight", "rpm", "tpm")
 

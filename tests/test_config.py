@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 
-from rlm.config import resolve_settings
+from rlm.config import Settings, resolve_settings
 from rlm.errors import ConfigError
 
 
@@ -56,3 +58,42 @@ def test_a_broken_config_file_is_named(isolated: Path) -> None:
     isolated.write_text("model = [unclosed")
     with pytest.raises(ConfigError, match=str(isolated)):
         resolve_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("model", "openai/gpt-5", "openai/gpt-5"),  # str | None
+        ("model", "none", None),
+        ("max_iterations", " 7 ", 7),  # int
+        ("max_cost", "2.5", 2.5),  # float | None
+        ("max_tokens", "", None),  # int | None
+        ("cell_timeout", "90", 90.0),  # float
+        ("cache", "off", False),  # bool
+        ("local_only", "YES", True),
+        ("fallbacks", "a=b,c;d=e", {"a": ["b", "c"], "d": ["e"]}),  # dict[str, list[str]] | None
+        ("model_limits", "a=rpm:5", {"a": {"rpm": 5}}),  # dict[str, dict[str, int]] | None
+        ("allowed_models", "x,y", "x,y"),  # str | list[str] | None: the text, split where it is used
+    ],
+)
+def test_environment_text_becomes_the_fields_type(
+    monkeypatch: pytest.MonkeyPatch, name: str, text: str, value: object
+) -> None:
+    monkeypatch.setenv(f"RLM_{name.upper()}", text)
+    got = getattr(resolve_settings(), name)
+    assert got == value and type(got) is type(value)
+
+
+def test_none_is_refused_where_a_field_cannot_be_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_MAX_ITERATIONS", "none")
+    with pytest.raises(ConfigError, match=r"\$RLM_MAX_ITERATIONS: max_iterations must be a whole number, got 'none'"):
+        resolve_settings()
+
+
+def test_every_field_type_has_a_conversion() -> None:
+    """A field of a new type fails here rather than being cast by the wrong converter at run time."""
+    hints = get_type_hints(Settings)
+    for spec in fields(Settings):
+        options = get_args(hints[spec.name]) or (hints[spec.name],)
+        known = {str, int, float, bool, type(None), list[str], dict[str, list[str]], dict[str, dict[str, int]]}
+        assert set(options) <= known, f"{spec.name}: {hints[spec.name]}"
