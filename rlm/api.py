@@ -185,7 +185,7 @@ class RLM:
             events.subscribe(writer)
         if on_event:
             events.subscribe(on_event)
-        budget = Budget(Limits(s.timeout, s.max_cost, s.max_tokens, s.max_calls, s.max_completion_tokens))
+        budget = Budget(Limits.of(s))
         default = ModelLimits(max_in_flight=s.max_in_flight, rpm=s.rpm, tpm=s.tpm)
         scheduler = Scheduler(
             default=default,
@@ -249,21 +249,9 @@ class RLM:
 
             prestart()  # the fork server boots while the engine is imported and the first request goes out
         from rlm.engine import EngineSettings, Tree, run_tree
-        from sandbox import CellLimits
 
         ctx = _as_context(context)
-        engine_settings = EngineSettings(
-            max_iterations=s.max_iterations,
-            max_depth=s.max_depth,
-            after_block=s.after_block,
-            max_output_chars=s.max_output_chars,
-            sandbox=s.sandbox,
-            cell_limits=CellLimits(
-                timeout_s=s.cell_timeout,
-                cpu_s=s.cell_cpu or s.cell_timeout / 2,
-                memory_mb=s.sandbox_memory_mb or sandbox_memory_for(ctx),
-            ),
-        )
+        engine_settings = EngineSettings.of(s, ctx)
         with self._run(trace, on_event) as (events, budget, gateway):
             routes = gateway.routes
             events.emit("run_start", question=question, models={"root": routes.root.model, "sub": routes.sub.model})
@@ -397,12 +385,6 @@ async def _afinishing(live: Any, run: Awaitable[RLMResult]) -> RLMResult:
     finally:
         if live:
             live.finish(result)
-
-
-def sandbox_memory_for(context: Any) -> int:
-    """The default REPL memory cap in MB: 1 GiB of room for cell work plus a full str copy of the
-    context (up to 4 bytes a character), so `context.split()`-style code on a large context fits."""
-    return 1024 + 4 * context.describe()["total_chars"] // 2**20
 
 
 def _as_context(context: Any) -> Any:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rlm.config import DEFAULT_MAX_CALLS
+from rlm.config import DEFAULT_MAX_CALLS, Settings
 from rlm.errors import BudgetExceeded
 from rlm.types import ZERO_USAGE, Status, Usage
 
@@ -27,11 +27,24 @@ DEFAULT_COMPLETION_CAP = 8192
 
 @dataclass(frozen=True)
 class Limits:
+    """What a budget bounds; None is no limit. A run's come from its settings (`Limits.of`), whose
+    defaults they are: a Limits built here by hand bounds only what it names."""
+
     timeout_s: float | None = None
     max_cost: float | None = None
     max_tokens: int | None = None
     max_calls: int | None = None
     max_completion_tokens: int | None = None  # per call; sent as the call's max_tokens
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            timeout_s=settings.timeout,
+            max_cost=settings.max_cost,
+            max_tokens=settings.max_tokens,
+            max_calls=settings.max_calls,
+            max_completion_tokens=settings.max_completion_tokens,
+        )
 
 
 @dataclass(eq=False)

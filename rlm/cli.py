@@ -62,91 +62,123 @@ def main() -> None:
     click.get_current_context().call_on_close(gc.freeze)
 
 
+class _SettingOption(click.Option):
+    """An engine option: unset, it stays None and `Settings` gives the default, which its help names.
+    The help is filled in when shown, so that starting `rlm` does not import the settings."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        from rlm.budget import DEFAULT_COMPLETION_CAP
+        from rlm.config import DEFAULTS
+        from sandbox.limits import CellLimits
+
+        cache = "on" if DEFAULTS.cache else "off"
+        defaults = {"d": DEFAULTS, "cell": CellLimits(), "completion_cap": DEFAULT_COMPLETION_CAP, "cache": cache}
+        return record[0], record[1].format(**defaults)
+
+
+def _setting_option(*names: str, **attrs: Any) -> Callable[..., Any]:
+    return click.option(*names, cls=_SettingOption, **attrs)
+
+
 def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command that runs the engine takes (they become `rlm.config.Settings`)."""
     options = [
-        click.option("--model", "-m", help="Root model, a litellm name (env RLM_MODEL)."),
-        click.option("--sub-model", "-s", help="Model for llm_query sub-calls (env RLM_SUB_MODEL)."),
-        click.option("--aggregate-model", help="Model for llm_query(..., role='aggregate') (default: the root)."),
-        click.option("--api-base", help="Base URL of an OpenAI-compatible or self-hosted server."),
-        click.option("--api-key", help="API key (prefer the provider's environment variable)."),
-        click.option(
+        _setting_option("--model", "-m", help="Root model, a litellm name (env RLM_MODEL)."),
+        _setting_option("--sub-model", "-s", help="Model for llm_query sub-calls (env RLM_SUB_MODEL)."),
+        _setting_option("--aggregate-model", help="Model for llm_query(..., role='aggregate') (default: the root)."),
+        _setting_option("--api-base", help="Base URL of an OpenAI-compatible or self-hosted server."),
+        _setting_option("--api-key", help="API key (prefer the provider's environment variable)."),
+        _setting_option(
             "--temperature",
             type=float,
             help="Sampling temperature of every call (default: the provider's); above 0, cached only "
             "with cache_sampled.",
         ),
-        click.option(
+        _setting_option(
             "--fallback",
             "fallbacks",
             multiple=True,
             metavar="MODEL=FALLBACK[,FALLBACK]",
             help="When MODEL fails past its retries, FALLBACK takes the call (repeatable).",
         ),
-        click.option("--max-iterations", type=int, help="Turns per RLM node (default 30)."),
-        click.option("--max-depth", type=int, help="RLM levels including the root (default 2)."),
-        click.option("--timeout", type=float, help="Wall-clock limit of a run (the whole tree), in seconds."),
-        click.option("--max-cost", type=float, help="Cost limit of a run (the whole tree), in USD."),
-        click.option("--max-tokens", type=int, help="Token limit of a run (the whole tree)."),
-        click.option(
-            "--max-calls", type=int, help="Model-call limit of a run (the whole tree; default 1000, 0: no limit)."
+        _setting_option("--max-iterations", type=int, help="Turns per RLM node (default {d.max_iterations})."),
+        _setting_option("--max-depth", type=int, help="RLM levels including the root (default {d.max_depth})."),
+        _setting_option("--timeout", type=float, help="Wall-clock limit of a run (the whole tree), in seconds."),
+        _setting_option("--max-cost", type=float, help="Cost limit of a run (the whole tree), in USD."),
+        _setting_option("--max-tokens", type=int, help="Token limit of a run (the whole tree)."),
+        _setting_option(
+            "--max-calls",
+            type=int,
+            help="Model-call limit of a run (the whole tree; default {d.max_calls}, 0: no limit).",
         ),
-        click.option(
+        _setting_option(
             "--max-completion-tokens",
             type=int,
-            help="Longest reply of one call, sent as its max_tokens (default with --max-cost/--max-tokens: 8192); "
+            help="Longest reply of one call, sent as its max_tokens (default with --max-cost/--max-tokens: "
+            "{completion_cap}); "
             "each call is sent only when its prompt and a reply this long fit in the limits.",
         ),
-        click.option("--cell-timeout", type=float, help="Seconds of computation per REPL cell (default 60)."),
-        click.option("--cell-cpu", type=float, help="CPU seconds per REPL cell (default: half of --cell-timeout)."),
-        click.option(
+        _setting_option(
+            "--cell-timeout", type=float, help="Seconds of computation per REPL cell (default {d.cell_timeout:g})."
+        ),
+        _setting_option("--cell-cpu", type=float, help="CPU seconds per REPL cell (default: half of --cell-timeout)."),
+        _setting_option(
             "--sandbox-memory",
             "sandbox_memory_mb",
             type=int,
             metavar="MB",
-            help="Memory a REPL cell may use (default 1024 MB plus 4x the context's size).",
+            help="Memory a REPL cell may use (default {cell.memory_mb} MB plus 4x the context's size).",
         ),
-        click.option("--max-output-chars", type=int, help="REPL output shown to the model per block (default 20000)."),
-        click.option("--max-in-flight", type=int, help="Concurrent calls per model (default 32)."),
-        click.option("--rpm", type=int, help="Requests per minute per model."),
-        click.option("--tpm", type=int, help="Prompt tokens per minute per model."),
-        click.option(
+        _setting_option(
+            "--max-output-chars",
+            type=int,
+            help="REPL output shown to the model per block (default {d.max_output_chars}).",
+        ),
+        _setting_option("--max-in-flight", type=int, help="Concurrent calls per model (default {d.max_in_flight})."),
+        _setting_option("--rpm", type=int, help="Requests per minute per model."),
+        _setting_option("--tpm", type=int, help="Prompt tokens per minute per model."),
+        _setting_option(
             "--call-workers",
             type=int,
-            help="Processes that make the model calls, for wide fan-outs on spare cores (default 0: this one).",
+            help="Processes that make the model calls, for wide fan-outs on spare cores "
+            "(default {d.call_workers}: this one).",
         ),
-        click.option(
+        _setting_option(
             "--transport",
             type=click.Choice(["auto", "litellm"]),
-            help="auto (default): OpenAI-compatible models through rlm's own client, others through litellm; "
-            "litellm: every call through litellm.",
+            help="auto: OpenAI-compatible models through rlm's own client, others through litellm; "
+            "litellm: every call through litellm (default {d.transport}).",
         ),
-        click.option(
+        _setting_option(
             "--first-byte-timeout",
             type=float,
-            help="Seconds a call waits for its reply to start before it is retried (default 600).",
+            help="Seconds a call waits for its reply to start before it is retried (default {d.first_byte_timeout:g}).",
         ),
-        click.option(
+        _setting_option(
             "--idle-timeout",
             type=float,
-            help="Seconds a call waits between two pieces of a reply before it is retried (default 120).",
+            help="Seconds a call waits between two pieces of a reply before it is retried "
+            "(default {d.idle_timeout:g}).",
         ),
-        click.option(
+        _setting_option(
             "--after-block",
             type=click.Choice(["stop", "continue", "wait"]),
-            help="At a closed block: end the reply and run it (stop, default), run it while the reply "
-            "streams on (continue), or run blocks after the reply (wait).",
+            help="At a closed block: end the reply and run it (stop), run it while the reply "
+            "streams on (continue), or run blocks after the reply (wait); default {d.after_block}.",
         ),
-        click.option(
-            "--sandbox", type=click.Choice(["process", "inprocess"]), help="REPL isolation (default process)."
+        _setting_option(
+            "--sandbox", type=click.Choice(["process", "inprocess"]), help="REPL isolation (default {d.sandbox})."
         ),
-        click.option(
-            "--cache/--no-cache", default=None, help="Serve repeated calls from the response cache (default on)."
+        _setting_option(
+            "--cache/--no-cache", default=None, help="Serve repeated calls from the response cache (default {cache})."
         ),
-        click.option(
+        _setting_option(
             "--local-only", is_flag=True, default=None, help="Refuse every call to an endpoint not on this machine."
         ),
-        click.option(
+        _setting_option(
             "--allowed-models",
             metavar="MODEL[,MODEL]",
             help="Models REPL code may ask for by name besides the configured ones (served through --api-base).",

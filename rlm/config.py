@@ -15,8 +15,11 @@ from types import UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
 from rlm.errors import ConfigError
+from sandbox.limits import CellLimits
 
 ENV_PREFIX = "RLM_"
+
+_CELL = CellLimits()  # the sandbox owns what a cell may use; a run's cells get its defaults
 
 # Model calls a run may make, tree-wide, unless told otherwise: a loop of batches in model-written code
 # is bounded by default. `max_calls = 0` (or "none" in the environment and the config file) lifts it.
@@ -35,6 +38,9 @@ No model is configured. rlm needs a root model and, optionally, a cheaper sub-mo
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of a run and its one default; the engine's parts (EngineSettings, Limits, Timeouts,
+    CellLimits) are built from a resolved one and take their defaults from here or from the sandbox."""
+
     model: str | None = None
     sub_model: str | None = None
     aggregate_model: str | None = None
@@ -53,11 +59,12 @@ class Settings:
     after_block: str = "stop"  # see EngineSettings.after_block
     max_output_chars: int = 20_000
     sandbox: str = "process"
-    cell_timeout: float = 60.0
+    cell_timeout: float = _CELL.timeout_s
     # CPU seconds per cell; None: half of cell_timeout, so a call stuck in C (that no timer can
     # interrupt) is killed by the kernel well before the cell's deadline; the session restarts with its state
     cell_cpu: float | None = None
-    sandbox_memory_mb: int | None = None  # memory a REPL worker may add; default 1 GiB plus 4x the context
+    # memory a REPL worker may add; default: the sandbox's (1 GiB) plus 4x the context
+    sandbox_memory_mb: int | None = None
     max_in_flight: int = 32  # concurrent calls per model
     rpm: int | None = None  # requests per minute per model
     tpm: int | None = None  # prompt tokens per minute per model
@@ -90,6 +97,9 @@ class Settings:
         if not self.model:
             raise ConfigError(NO_MODEL_MESSAGE.format(config_path=config_path()))
         return self.model
+
+
+DEFAULTS = Settings()  # what a run gets when nothing is set; other defaults are read from here
 
 
 def allowed_models(settings: Settings) -> frozenset[str]:

@@ -21,6 +21,7 @@ from typing import Any
 from rlm import prompts
 from rlm.bridge import HostCalls
 from rlm.budget import Budget
+from rlm.config import DEFAULTS, Settings
 from rlm.context import Context
 from rlm.errors import BudgetExceeded, ContextError, ProviderError, StreamInterrupted
 from rlm.events import EventLog
@@ -35,17 +36,42 @@ FENCED = re.compile(r"```.*?(```|$)", re.DOTALL)
 
 @dataclass(frozen=True)
 class EngineSettings:
-    max_iterations: int = 30
-    max_depth: int = 2  # RLM levels, the root included: 1 means rlm_query falls back to llm_query
+    """What the node loop needs of the settings; its defaults are `Settings`' (rlm/config.py)."""
+
+    max_iterations: int = DEFAULTS.max_iterations
+    max_depth: int = DEFAULTS.max_depth  # RLM levels, the root included: 1 means rlm_query falls back to llm_query
     # "stop": the reply is cut at its first block, which runs at once; the model sees real output before
     #   it writes more, so it cannot build on (or FINAL) outputs it imagined. Fastest in
     #   benchmarks/bench_streaming.py (1.7x "wait", 1.3x "continue"), 72% fewer output tokens.
     # "continue": blocks run as their fences close while the reply keeps streaming.
     # "wait": blocks run after the whole reply has arrived (the official rlms behaviour, a baseline).
-    after_block: str = "stop"
-    max_output_chars: int = 20_000
-    sandbox: str = "process"  # "process" (a security boundary) or "inprocess" (trusted code only)
+    after_block: str = DEFAULTS.after_block
+    max_output_chars: int = DEFAULTS.max_output_chars
+    sandbox: str = DEFAULTS.sandbox  # "process" (a security boundary) or "inprocess" (trusted code only)
     cell_limits: CellLimits = field(default_factory=CellLimits)
+
+    @classmethod
+    def of(cls, settings: Settings, context: Context) -> EngineSettings:
+        """The engine's part of resolved settings; the REPL's memory cap grows with the context."""
+        cell_timeout = settings.cell_timeout
+        return cls(
+            max_iterations=settings.max_iterations,
+            max_depth=settings.max_depth,
+            after_block=settings.after_block,
+            max_output_chars=settings.max_output_chars,
+            sandbox=settings.sandbox,
+            cell_limits=CellLimits(
+                timeout_s=cell_timeout,
+                cpu_s=settings.cell_cpu or cell_timeout / 2,
+                memory_mb=settings.sandbox_memory_mb or sandbox_memory_for(context),
+            ),
+        )
+
+
+def sandbox_memory_for(context: Context) -> int:
+    """The default REPL memory cap in MB: the sandbox's room for cell work plus a full str copy of the
+    context (up to 4 bytes a character), so `context.split()`-style code on a large context fits."""
+    return CellLimits().memory_mb + 4 * context.describe()["total_chars"] // 2**20
 
 
 @dataclass

@@ -27,7 +27,7 @@ class CellLimits:
       what is left then is dropped (and reported), so a killed cell never costs a second long wait.
     """
 
-    timeout_s: float = 30.0
+    timeout_s: float = 60.0
     memory_mb: int = 1024
     output_chars: int = 20_000
     flood_chars: int = 2_000_000

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
 import pytest
+from click.testing import CliRunner
 
-from rlm.config import Settings, resolve_settings
+from rlm.budget import Limits
+from rlm.cli import main
+from rlm.config import DEFAULT_MAX_CALLS, Settings, resolve_settings
+from rlm.context import Context
+from rlm.engine import EngineSettings
 from rlm.errors import ConfigError
+from rlm.models.provider import Timeouts
+from sandbox.limits import CellLimits
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +107,69 @@ def test_every_field_type_has_a_conversion() -> None:
         options = get_args(hints[spec.name]) or (hints[spec.name],)
         known = {str, int, float, bool, type(None), list[str], dict[str, list[str]], dict[str, dict[str, int]]}
         assert set(options) <= known, f"{spec.name}: {hints[spec.name]}"
+
+
+# fields of the engine's parts that a run fills from Settings, by the name of the setting
+PARTS = {
+    (EngineSettings, "max_iterations"): "max_iterations",
+    (EngineSettings, "max_depth"): "max_depth",
+    (EngineSettings, "after_block"): "after_block",
+    (EngineSettings, "max_output_chars"): "max_output_chars",
+    (EngineSettings, "sandbox"): "sandbox",
+    (Timeouts, "connect_s"): "connect_timeout",
+    (Timeouts, "first_byte_s"): "first_byte_timeout",
+    (Timeouts, "idle_s"): "idle_timeout",
+    (CellLimits, "timeout_s"): "cell_timeout",
+}
+
+
+def _literal_defaults(cls: type) -> set[str]:
+    """The fields of a dataclass whose default is written out as a value, not read from elsewhere."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(body, ast.ClassDef)
+    return {
+        node.target.id
+        for node in body.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None
+        if isinstance(node.value, ast.Constant | ast.UnaryOp)
+    }
+
+
+@pytest.mark.parametrize(("part", "setting"), list(PARTS.items()), ids=lambda item: str(item))
+def test_every_default_is_declared_once(part: tuple[type, str], setting: str) -> None:
+    cls, name = part
+    assert getattr(cls(), name) == getattr(Settings(), setting)
+    written = (name in _literal_defaults(cls)) + (setting in _literal_defaults(Settings))
+    assert written == 1, f"{cls.__name__}.{name} and Settings.{setting}: the default must be written in one of them"
+
+
+def test_limits_are_unbounded_unless_the_settings_bound_them() -> None:
+    assert all(getattr(Limits(), spec.name) is None for spec in fields(Limits))
+    assert Limits.of(Settings()) == Limits(max_calls=DEFAULT_MAX_CALLS)
+
+
+def test_the_engine_settings_of_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_CELL_TIMEOUT", "40")
+    settings = resolve_settings(max_depth=3)
+    engine = EngineSettings.of(settings, Context.from_value("x" * (10 << 20)))
+    assert engine.max_depth == 3 and engine.max_iterations == Settings().max_iterations
+    limits = engine.cell_limits
+    assert (limits.timeout_s, limits.cpu_s, limits.memory_mb) == (40.0, 20.0, CellLimits().memory_mb + 40)
+    engine = EngineSettings.of(resolve_settings(cell_cpu=5, sandbox_memory_mb=64), Context.from_value("short"))
+    assert (engine.cell_limits.cpu_s, engine.cell_limits.memory_mb) == (5, 64)
+
+
+def test_the_command_line_leaves_defaults_to_the_settings() -> None:
+    """Unset flags are None, so `Settings` decides; the defaults the help names are read from it."""
+    command = main.commands["query"]
+    parsed = command.make_context("query", ["a question"]).params
+    engine = {name: value for name, value in parsed.items() if name in SETTING_NAMES}
+    assert len(engine) > 20
+    assert all(value in (None, ()) for value in engine.values()), engine  # () : no --fallback given
+    help_text = CliRunner().invoke(main, ["query", "--help"], terminal_width=200).output
+    assert "{" not in help_text
+    assert f"(default {Settings().max_iterations})" in help_text
+    assert f"(default {Settings().cell_timeout:g})" in help_text
+
+
+SETTING_NAMES = {spec.name for spec in fields(Settings)}

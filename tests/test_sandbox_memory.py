@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlm.api import sandbox_memory_for
 from rlm.context import Context
+from rlm.engine import sandbox_memory_for
 from rlm.scripted import ChatRequest, ScriptedServer
 from tests.test_cli import query_args, run
 

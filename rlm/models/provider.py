@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from rlm.config import DEFAULTS
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.models.pricing import litellm, usage_of
 from rlm.tokens import count_tokens
@@ -36,9 +37,9 @@ class Timeouts:
     minutes over a long prompt; a non-streamed reply starts when it is complete), and between two
     pieces of a reply that has started. A wait that runs out is a transient error (retried)."""
 
-    connect_s: float = 30.0
-    first_byte_s: float = 600.0
-    idle_s: float = 120.0
+    connect_s: float = DEFAULTS.connect_timeout
+    first_byte_s: float = DEFAULTS.first_byte_timeout
+    idle_s: float = DEFAULTS.idle_timeout
 
     def expired(self, wait: Wait, model: str) -> ProviderError:
         """The error of a wait that ran out, naming the setting that bounds it."""
