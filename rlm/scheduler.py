@@ -24,6 +24,7 @@ from typing import Protocol
 
 from asyncio_throttle import Throttler
 
+from rlm.config import DEFAULTS
 from rlm.errors import ProviderError
 from rlm.types import CallOrigin
 
@@ -32,7 +33,7 @@ WINDOW_S = 60.0  # rpm and tpm are per minute
 
 @dataclass(frozen=True)
 class ModelLimits:
-    max_in_flight: int = 32
+    max_in_flight: int = DEFAULTS.max_in_flight
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # prompt tokens per minute (estimated before sending)
 

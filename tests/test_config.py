@@ -18,7 +18,9 @@ from rlm.config import DEFAULT_MAX_CALLS, Settings, resolve_settings
 from rlm.context import Context
 from rlm.engine import EngineSettings
 from rlm.errors import ConfigError
+from rlm.models.cache import ResponseCache
 from rlm.models.provider import Timeouts
+from rlm.scheduler import ModelLimits
 from sandbox.limits import CellLimits
 
 
@@ -120,6 +122,7 @@ PARTS = {
     (Timeouts, "first_byte_s"): "first_byte_timeout",
     (Timeouts, "idle_s"): "idle_timeout",
     (CellLimits, "timeout_s"): "cell_timeout",
+    (ModelLimits, "max_in_flight"): "max_in_flight",
 }
 
 
@@ -141,6 +144,12 @@ def test_every_default_is_declared_once(part: tuple[type, str], setting: str) ->
     assert getattr(cls(), name) == getattr(Settings(), setting)
     written = (name in _literal_defaults(cls)) + (setting in _literal_defaults(Settings))
     assert written == 1, f"{cls.__name__}.{name} and Settings.{setting}: the default must be written in one of them"
+
+
+def test_the_response_cache_defaults_are_the_settings() -> None:
+    options = inspect.signature(ResponseCache).parameters
+    assert options["size_limit"].default == Settings().cache_size_mb << 20
+    assert options["cache_sampled"].default is Settings().cache_sampled
 
 
 def test_limits_are_unbounded_unless_the_settings_bound_them() -> None:

@@ -30,10 +30,10 @@ from typing import Any, TypeVar
 
 import diskcache
 
+from rlm.config import DEFAULTS
 from rlm.models.provider import Endpoint
 from rlm.types import Completion, Usage
 
-DEFAULT_SIZE_LIMIT = 1 << 30  # 1 GiB
 KEY_VERSION = 1  # bump when the key or the stored value changes shape
 NANO = 1_000_000_000  # saved cost is counted in nano-dollars: diskcache increments integers
 STORE_ERRORS = (sqlite3.Error, OSError)
@@ -146,7 +146,11 @@ def _warn(message: str) -> None:
 
 class ResponseCache:
     def __init__(
-        self, directory: str | Path | None = None, *, size_limit: int = DEFAULT_SIZE_LIMIT, cache_sampled: bool = False
+        self,
+        directory: str | Path | None = None,
+        *,
+        size_limit: int = DEFAULTS.cache_size_mb << 20,
+        cache_sampled: bool = DEFAULTS.cache_sampled,
     ) -> None:
         self.directory = self.location(directory)
         self.cache_sampled = cache_sampled
