@@ -100,7 +100,7 @@ def describe_context(shape: dict[str, Any]) -> str:
     return text + "." + note
 
 
-def first_messages(shape: dict[str, Any], question: str, after_block: str = "stop") -> list[dict[str, str]]:
+def first_messages(shape: dict[str, Any], question: str, after_block: str) -> list[dict[str, str]]:
     """The system prompt (which says how blocks run under `after_block`) and the first user turn."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT.replace("{blocks}", BLOCKS[after_block])},

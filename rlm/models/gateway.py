@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rlm.budget import Budget
+from rlm.config import DEFAULTS
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.events import EventLog
 from rlm.models import openai_transport, provider
@@ -71,7 +72,7 @@ class AutoTransport:
 
 
 def select_transport(
-    mode: str = "auto", timeouts: Timeouts | None = None, litellm_calls: Transport | None = None
+    mode: str = DEFAULTS.transport, timeouts: Timeouts | None = None, litellm_calls: Transport | None = None
 ) -> Transport:
     """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm).
     `litellm_calls` makes the litellm calls (call workers); default: litellm in this process."""
