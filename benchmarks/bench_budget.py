@@ -19,7 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 from rlm import RLM
 from rlm.models.pricing import price
 from rlm.scripted import Reply, ScriptedServer
-from rlm.scripted.server import _prompt_tokens
+from rlm.scripted.wire import prompt_tokens
 from rlm.tokens import count_tokens
 
 ROOT, SUB = "gpt-4o-mini", "gpt-4o"
@@ -39,7 +39,7 @@ def billed(server: ScriptedServer) -> tuple[int, float, int]:
     tokens, cost = 0, 0.0
     records = server.records()
     for record in records:
-        prompt, reply = _prompt_tokens(record.messages), count_tokens(record.sent_text)
+        prompt, reply = prompt_tokens(record.messages), count_tokens(record.sent_text)
         tokens += prompt + reply
         cost += price(record.model, prompt, reply)[0]
     return tokens, cost, len(records)

@@ -51,9 +51,9 @@ from rlm.models.gateway import ModelGateway, Routes, select_transport
 from rlm.models.provider import Endpoint, litellm
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import ModelLimits, Scheduler
-from rlm.scripted import ScriptedServer
+from rlm.scripted import ChatRequest, Reply, ScriptedServer
 from rlm.scripted.policies import BENCH_FAN_OUT, BENCH_TURN_S, POLICIES, _bench_root, _bench_sub
-from rlm.scripted.server import ChatRequest, Reply, _pieces
+from rlm.scripted.wire import text_pieces
 from rlm.types import CallOrigin, Role
 
 SUB = CallOrigin((), Role.SUB)
@@ -148,7 +148,7 @@ class _PrebuiltReply:
 
 @functools.cache
 def _token_pieces(text: str) -> list[str]:
-    return _pieces(text)  # the few distinct replies are cut once: the server cuts them in its own process
+    return text_pieces(text)  # the few distinct replies are cut once: the server cuts them in its own process
 
 
 async def _chunks(pieces: list[str], usage: SimpleNamespace) -> AsyncIterator[SimpleNamespace]:

@@ -22,8 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 from rlm import RLM
 from rlm.config import Settings
 from rlm.scheduler import RetryPolicy
-from rlm.scripted import Drop, Reply, ScriptedServer, Stall
-from rlm.scripted.server import Action
+from rlm.scripted import Action, Drop, Reply, ScriptedServer, Stall
 
 REPLY = "Let me look at the context first, then answer.\nFINAL(the codes are 17, 42 and 99)"
 ATTEMPTS = RetryPolicy().max_attempts

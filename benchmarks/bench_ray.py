@@ -35,7 +35,7 @@ from rlm import ray_backend
 from rlm.batch import ResultsFile, load_jobs, run_batch, run_on_ray
 from rlm.models.pricing import price
 from rlm.scripted import Reply, ScriptedServer
-from rlm.scripted.server import _prompt_tokens
+from rlm.scripted.wire import prompt_tokens
 from rlm.tokens import count_tokens
 
 
@@ -81,7 +81,7 @@ def max_in_window(times: list[float], period: float) -> int:
 
 def max_tokens_in_window(server: ScriptedServer, period: float) -> int:
     """The most prompt tokens (the server's count) received within any `period` seconds."""
-    arrivals = sorted((r.received_at, _prompt_tokens(r.messages)) for r in server.records())
+    arrivals = sorted((r.received_at, prompt_tokens(r.messages)) for r in server.records())
     return max(sum(n for u, n in arrivals if t <= u < t + period) for t, _ in arrivals)
 
 
@@ -149,7 +149,7 @@ def main() -> None:
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         base = {"model": "openai/root", "api_base": server.base_url, "api_key": "x", "max_iterations": 2}
         run_on_ray(load_jobs(write_jobs(folder, 1, "probe")), ResultsFile(folder / "probe.out"), base)
-        tpm = int(args.tpm_prompts * _prompt_tokens(server.records()[0].messages))
+        tpm = int(args.tpm_prompts * prompt_tokens(server.records()[0].messages))
         server.reset()
         server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```", ttft=0.2))
         limiter = ray_backend.start_limiter(base | {"tpm": tpm}, period=args.period)
@@ -181,7 +181,7 @@ def main() -> None:
             progress=False,
         )
         ray.shutdown()
-        billed = sum(price(r.model, _prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
+        billed = sum(price(r.model, prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
         done = sum(r["status"] == "completed" for r in rows.values())
         print(f"cost budget, 4 Ray workers, {args.jobs} jobs, --batch-max-cost ${budget:g} (about half their cost):")
         print(

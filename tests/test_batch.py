@@ -107,7 +107,7 @@ def _cost_budget_sweep(server: ScriptedServer, tmp_path: Path, ray_address: str 
     spend past it (by rlm's count and by the server's), the cut ones name the batch's limit, a re-run
     with more budget does only those."""
     from rlm.models.pricing import price
-    from rlm.scripted.server import _prompt_tokens
+    from rlm.scripted.wire import prompt_tokens
     from rlm.tokens import count_tokens
 
     server.script("gpt-4o-mini", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
@@ -120,7 +120,7 @@ def _cost_budget_sweep(server: ScriptedServer, tmp_path: Path, ray_address: str 
     server.script("gpt-4o-mini", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     jobs, out, budget = _jobs(tmp_path, boom=False, n=6), tmp_path / "r.jsonl", 3.5 * cost
     rows = run_batch(jobs, out, options, concurrency=2, max_cost=budget, ray_address=ray_address, progress=False)
-    billed = sum(price(r.model, _prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
+    billed = sum(price(r.model, prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
     assert sum(r["cost_usd"] for r in rows.values()) <= budget and billed <= budget
     done = {i for i, r in rows.items() if r["status"] == "completed"}
     cut = {i for i, r in rows.items() if r["status"] != "completed"}
@@ -142,8 +142,8 @@ def _bench_sweep_budgets(server: ScriptedServer, tmp_path: Path, ray_address: st
     cut name the sweep's limit, and a re-run with room runs only those."""
     from rlm.bench import run_bench
     from rlm.models.pricing import price
-    from rlm.scripted.server import _prompt_tokens
     from rlm.scripted.solvers import POLICIES, ROOT_MODEL, SUB_MODEL
+    from rlm.scripted.wire import prompt_tokens
     from rlm.tokens import count_tokens
 
     server.script("gpt-4o-mini", POLICIES[ROOT_MODEL])
@@ -166,7 +166,7 @@ def _bench_sweep_budgets(server: ScriptedServer, tmp_path: Path, ray_address: st
     server.script("gpt-4o", POLICIES[SUB_MODEL])
     budget = 0.0025
     costs = run_bench("oolong", out_dir=tmp_path / "cost", sweep_max_cost=budget, max_cost=0.0012, **common)
-    billed = sum(price(r.model, _prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
+    billed = sum(price(r.model, prompt_tokens(r.messages), count_tokens(r.sent_text))[0] for r in server.records())
     assert sum(r.cost_usd for r in costs) <= budget and billed <= budget
     cut = [r for r in costs if r.status != "completed"]
     assert cut and all(r.error.startswith("the sweep's limit of $0.0025") for r in cut)
@@ -268,13 +268,13 @@ def test_cluster_token_rate_holds_across_workers(
     """--tpm through the limiter actor, with a 2 s window: each prompt is about P tokens and the limit
     2.5 P, so at no time may more than two prompts have reached the server within one window."""
     from rlm import ray_backend
-    from rlm.scripted.server import _prompt_tokens
+    from rlm.scripted.wire import prompt_tokens
 
     scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     warm = ResultsFile(tmp_path / "warm.jsonl")
     (tmp_path / "warm").mkdir()
     run_on_ray(load_jobs(_jobs(tmp_path / "warm", boom=False, n=1)), warm, _options(scripted_server))
-    prompt = _prompt_tokens(scripted_server.records()[0].messages)
+    prompt = prompt_tokens(scripted_server.records()[0].messages)
     scripted_server.reset()
     scripted_server.script("root", lambda request: Reply("```repl\nFINAL(len(context))\n```"))
     options, period = _options(scripted_server, tpm=int(2.5 * prompt)), 2.0

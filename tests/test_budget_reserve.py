@@ -22,8 +22,8 @@ from rlm.models.pricing import price
 from rlm.models.provider import Endpoint
 from rlm.models.router import Routes
 from rlm.scheduler import ModelLimits, RetryPolicy, Scheduler
-from rlm.scripted import Fault, Reply, ScriptedServer
-from rlm.scripted.server import RequestRecord, _prompt_tokens
+from rlm.scripted import Fault, Reply, RequestRecord, ScriptedServer
+from rlm.scripted.wire import prompt_tokens
 from rlm.tokens import count_tokens
 from rlm.types import CallOrigin, Role, Status
 
@@ -43,7 +43,7 @@ def billed(records: list[RequestRecord]) -> tuple[int, float]:
     """Tokens and USD of what the server was asked for and sent, by its own count."""
     tokens, cost = 0, 0.0
     for record in records:
-        prompt, reply = _prompt_tokens(record.messages), count_tokens(record.sent_text)
+        prompt, reply = prompt_tokens(record.messages), count_tokens(record.sent_text)
         tokens += prompt + reply
         cost += price(record.model, prompt, reply)[0]
     return tokens, cost

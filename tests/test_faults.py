@@ -29,8 +29,7 @@ from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
 from rlm.models.router import Routes
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import RetryPolicy, Scheduler
-from rlm.scripted import Drop, Fault, Garbage, Reply, ScriptedServer, Stall
-from rlm.scripted.server import Action
+from rlm.scripted import Action, Drop, Fault, Garbage, Reply, ScriptedServer, Stall
 from rlm.types import CallOrigin, Completion, Role
 
 TEXT = "The codes are 17, 42 and 99; nothing else in the context looks like a code at all."

@@ -1,5 +1,6 @@
 """The local OpenAI-compatible server with scripted, streaming, latency-controlled replies."""
 
-from rlm.scripted.server import ChatRequest, Drop, Fault, Garbage, Reply, RequestRecord, ScriptedServer, Stall
+from rlm.scripted.script import Action, ChatRequest, Drop, Fault, Garbage, Reply, RequestRecord, Stall
+from rlm.scripted.server import ScriptedServer
 
-__all__ = ["ChatRequest", "Drop", "Fault", "Garbage", "Reply", "RequestRecord", "ScriptedServer", "Stall"]
+__all__ = ["Action", "ChatRequest", "Drop", "Fault", "Garbage", "Reply", "RequestRecord", "ScriptedServer", "Stall"]

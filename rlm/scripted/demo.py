@@ -11,7 +11,8 @@ import random
 import re
 from typing import TYPE_CHECKING, Any
 
-from rlm.scripted.server import ChatRequest, Reply, ScriptedServer
+from rlm.scripted.script import ChatRequest, Reply
+from rlm.scripted.server import ScriptedServer
 
 if TYPE_CHECKING:
     from rlm.api import RLM

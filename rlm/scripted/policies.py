@@ -9,7 +9,8 @@ import re
 from collections.abc import Callable
 
 from rlm.scripted import demo, solvers
-from rlm.scripted.server import ChatRequest, Reply, ScriptedServer
+from rlm.scripted.script import ChatRequest, Reply
+from rlm.scripted.server import ScriptedServer
 
 ECHO_MODEL = "echo"
 

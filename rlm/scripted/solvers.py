@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rlm.scripted.server import ChatRequest, ScriptedServer
+from rlm.scripted.script import ChatRequest
+from rlm.scripted.server import ScriptedServer
 
 ROOT_MODEL = "solver-root"
 SUB_MODEL = "solver-sub"
