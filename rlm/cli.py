@@ -122,7 +122,7 @@ def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "each call is sent only when its prompt and a reply this long fit in the limits.",
         ),
         _setting_option(
-            "--cell-timeout", type=float, help="Seconds of computation per REPL cell (default {d.cell_timeout:g})."
+            "--cell-timeout", type=float, help="Seconds of computation per REPL cell (default {cell.timeout_s:g})."
         ),
         _setting_option("--cell-cpu", type=float, help="CPU seconds per REPL cell (default: half of --cell-timeout)."),
         _setting_option(

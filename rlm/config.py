@@ -15,11 +15,8 @@ from types import UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
 from rlm.errors import ConfigError
-from sandbox.limits import CellLimits
 
 ENV_PREFIX = "RLM_"
-
-_CELL = CellLimits()  # the sandbox owns what a cell may use; a run's cells get its defaults
 
 # Model calls a run may make, tree-wide, unless told otherwise: a loop of batches in model-written code
 # is bounded by default. `max_calls = 0` (or "none" in the environment and the config file) lifts it.
@@ -39,7 +36,8 @@ No model is configured. rlm needs a root model and, optionally, a cheaper sub-mo
 @dataclass(frozen=True)
 class Settings:
     """Every setting of a run and its one default; the engine's parts (EngineSettings, Limits, Timeouts,
-    CellLimits) are built from a resolved one and take their defaults from here or from the sandbox."""
+    CellLimits) are built from a resolved one and take their defaults from here. What a cell may use
+    is the sandbox's to say: unset here (None), a cell gets CellLimits' default."""
 
     model: str | None = None
     sub_model: str | None = None
@@ -59,7 +57,7 @@ class Settings:
     after_block: str = "stop"  # see EngineSettings.after_block
     max_output_chars: int = 20_000
     sandbox: str = "process"
-    cell_timeout: float = _CELL.timeout_s
+    cell_timeout: float | None = None  # seconds of a cell's own work; None: CellLimits.timeout_s
     # CPU seconds per cell; None: half of cell_timeout, so a call stuck in C (that no timer can
     # interrupt) is killed by the kernel well before the cell's deadline; the session restarts with its state
     cell_cpu: float | None = None
@@ -234,9 +232,13 @@ def _check_positive(settings: Settings) -> None:
     for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be above 0 seconds, got {getattr(settings, name)!r}.")
+    if settings.cell_timeout is not None and settings.cell_timeout < 1:
+        raise ConfigError(
+            f"cell_timeout must be at least 1 second (unset: the sandbox's default), got {settings.cell_timeout!r}."
+        )
     if settings.cell_cpu is not None and settings.cell_cpu <= 0:
         raise ConfigError(f"cell_cpu must be above 0 seconds (unset: half of cell_timeout), got {settings.cell_cpu!r}.")
-    for name in ("max_iterations", "max_depth", "max_output_chars", "cell_timeout", "max_in_flight"):
+    for name in ("max_iterations", "max_depth", "max_output_chars", "max_in_flight"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")
     if settings.call_workers < 0:

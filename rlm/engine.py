@@ -53,7 +53,7 @@ class EngineSettings:
     @classmethod
     def of(cls, settings: Settings, context: Context) -> EngineSettings:
         """The engine's part of resolved settings; the REPL's memory cap grows with the context."""
-        cell_timeout = settings.cell_timeout
+        cell_timeout = settings.cell_timeout or CellLimits().timeout_s
         return cls(
             max_iterations=settings.max_iterations,
             max_depth=settings.max_depth,

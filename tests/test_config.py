@@ -80,7 +80,8 @@ def test_a_broken_config_file_is_named(isolated: Path) -> None:
         ("max_iterations", " 7 ", 7),  # int
         ("max_cost", "2.5", 2.5),  # float | None
         ("max_tokens", "", None),  # int | None
-        ("cell_timeout", "90", 90.0),  # float
+        ("connect_timeout", "90", 90.0),  # float
+        ("cell_timeout", "none", None),  # float | None: the sandbox's default
         ("cache", "off", False),  # bool
         ("local_only", "YES", True),
         ("fallbacks", "a=b,c;d=e", {"a": ["b", "c"], "d": ["e"]}),  # dict[str, list[str]] | None
@@ -121,7 +122,6 @@ PARTS = {
     (Timeouts, "connect_s"): "connect_timeout",
     (Timeouts, "first_byte_s"): "first_byte_timeout",
     (Timeouts, "idle_s"): "idle_timeout",
-    (CellLimits, "timeout_s"): "cell_timeout",
     (ModelLimits, "max_in_flight"): "max_in_flight",
 }
 
@@ -164,8 +164,13 @@ def test_the_engine_settings_of_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert engine.max_depth == 3 and engine.max_iterations == Settings().max_iterations
     limits = engine.cell_limits
     assert (limits.timeout_s, limits.cpu_s, limits.memory_mb) == (40.0, 20.0, CellLimits().memory_mb + 40)
+    monkeypatch.delenv("RLM_CELL_TIMEOUT")
     engine = EngineSettings.of(resolve_settings(cell_cpu=5, sandbox_memory_mb=64), Context.from_value("short"))
-    assert (engine.cell_limits.cpu_s, engine.cell_limits.memory_mb) == (5, 64)
+    assert (engine.cell_limits.timeout_s, engine.cell_limits.cpu_s, engine.cell_limits.memory_mb) == (
+        CellLimits().timeout_s,  # unset, the sandbox's default
+        5,
+        64,
+    )
 
 
 def test_the_command_line_leaves_defaults_to_the_settings() -> None:
@@ -178,7 +183,7 @@ def test_the_command_line_leaves_defaults_to_the_settings() -> None:
     help_text = CliRunner().invoke(main, ["query", "--help"], terminal_width=200).output
     assert "{" not in help_text
     assert f"(default {Settings().max_iterations})" in help_text
-    assert f"(default {Settings().cell_timeout:g})" in help_text
+    assert f"(default {CellLimits().timeout_s:g})" in help_text
 
 
 SETTING_NAMES = {spec.name for spec in fields(Settings)}
