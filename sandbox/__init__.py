@@ -4,7 +4,7 @@
     outcome = await repl.run_cell(code)   # a CellOutcome; never raises for what the cell did
     await repl.aclose()
 
-See docs in sandbox/session.py (modes, restarts), policy.py and guards.py (what is allowed).
+See docs in sandbox/session.py and process_session.py (modes, restarts), policy.py and guards.py (what is allowed).
 """
 
 from sandbox.limits import CellLimits
