@@ -212,7 +212,7 @@ async def session_round(spec: dict, n: int, cell: str, expect: str) -> Round:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the host's peak RSS (VmHWM) to its current RSS
     host_before = proc_kb("self", "status")["VmRSS"]
-    limits = CellLimits(timeout_s=600)  # 32 full scans share 2 cores: the default 30 s is about CPU, not memory
+    limits = CellLimits(timeout_s=600)  # 32 full scans share 2 cores: the default 60 s is about CPU, not memory
     opened = await asyncio.gather(
         *(open_session(spec, NoBridge(), limits, mode="process") for _ in range(n)), return_exceptions=True
     )
