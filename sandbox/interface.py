@@ -11,7 +11,7 @@ from rlm.types import CellOutcome
 from sandbox import oslayer
 from sandbox.limits import CellLimits
 from sandbox.plain import to_plain
-from sandbox.repl import QUERY_NAMES
+from sandbox.protocol import QUERY_NAMES
 
 ERROR_KINDS = frozenset({"exception", "policy", "timeout", "cpu", "memory", "output", "killed"})
 

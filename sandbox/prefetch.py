@@ -37,9 +37,9 @@ from types import TracebackType
 from typing import Any
 
 from sandbox.guards import guarded_format
+from sandbox.protocol import PREFETCH_CALL
 
 PREFETCH_NAME = "_prefetch_"
-HOST_FUNCTION = "llm_prefetch"
 QUERY = "llm_query"
 MAX_ITEMS = 10_000  # a bigger loop is not prefetched (its items are listed when it starts)
 
@@ -534,7 +534,7 @@ class _Speculating:
         if not prompts:
             return False
         try:
-            self.prefetcher.host(HOST_FUNCTION, [prompts], {**self.options, "append": self.sent})
+            self.prefetcher.host(PREFETCH_CALL, [prompts], {**self.options, "append": self.sent})
         except Exception:  # the host refused (e.g. the budget is spent): the loop runs serially
             self.prompts.next = len(self.prompts.items)
             return False
@@ -559,4 +559,4 @@ class _Speculating:
             self.prefetcher.active = None
         if self.sent:
             with contextlib.suppress(Exception):  # the engine cancels leftovers at the cell's end anyway
-                self.prefetcher.host(HOST_FUNCTION, [[]], {})
+                self.prefetcher.host(PREFETCH_CALL, [[]], {})

@@ -13,6 +13,9 @@ import struct
 from typing import Any
 
 _HEADER = struct.Struct(">I")
+PREFETCH_CALL = "llm_prefetch"  # a serial loop's prompts, sent ahead (sandbox/prefetch.py)
+# the host calls a worker may ask for: anything else on the channel is refused
+QUERY_NAMES = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", PREFETCH_CALL)
 
 
 class ChannelClosed(Exception):

@@ -22,11 +22,10 @@ from sandbox.modules import ModuleProxy
 from sandbox.output import OutputBuffer, OutputFlood, Printer
 from sandbox.plain import NotPlain, context_ref, decode, encode, exact_str, stores_of, to_plain
 from sandbox.policy import ECHO_NAME, CompiledCell, compile_cell
-from sandbox.prefetch import HOST_FUNCTION, PREFETCH_NAME, Prefetcher
+from sandbox.prefetch import PREFETCH_NAME, Prefetcher
 from sandbox.rules import PolicyError
 
 HostCall = Callable[[str, list[Any], dict[str, Any]], Any]
-QUERY_NAMES = ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", HOST_FUNCTION)
 QUERY_ROLES = ("sub", "aggregate")  # llm_query(..., role="aggregate"): a final synthesis, for the strong model
 _TRACE_FRAMES = 6
 _MESSAGE_CHARS = 2_000

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sandbox.inprocess import InProcessSession
 from sandbox.interface import HostBridge, SandboxError, Session, answer_call
 from sandbox.limits import CellLimits
 from sandbox.process_session import ProcessSession
-from sandbox.repl import build_context
 
 __all__ = [
     "HostBridge",
-    "InProcessSession",
     "ProcessSession",
     "SandboxError",
     "Session",
@@ -52,6 +49,10 @@ async def open_session(
         await session.start()
         return session
     if mode == "inprocess":
+        # imported here: the interpreter and its policy (~9 ms) are the worker's in process mode
+        from sandbox.inprocess import InProcessSession
+        from sandbox.repl import build_context
+
         try:
             context = build_context(context_spec)
         except Exception as exc:
