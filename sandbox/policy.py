@@ -21,7 +21,7 @@ from RestrictedPython import RestrictingNodeTransformer
 from RestrictedPython.transformer import IOPERATOR_TO_STR, copy_locations
 
 from sandbox.guards import match_attr_problem
-from sandbox.prefetch import instrument
+from sandbox.loop_plan import instrument
 from sandbox.rules import DUNDER_METHODS, NAMEDTUPLE_NAMES, READABLE_DUNDERS
 
 ECHO_NAME = "_echo_"
@@ -288,7 +288,7 @@ def _compile_cell(source: str, filename: str) -> CompiledCell:
         advice = {advise(e) for e in errors} - {""}
         return CompiledCell(None, "\n".join(["PolicyError: " + e for e in errors[:5]] + sorted(advice)))
     _echo_last_expression(tree)
-    instrument(tree, source)  # sandbox/prefetch.py: overlap a serial loop's llm_query calls
+    instrument(tree, source)  # sandbox/loop_plan.py: overlap a serial loop's llm_query calls
     try:
         return CompiledCell(compile(tree, filename, "exec"), replay=replay)
     except (RecursionError, MemoryError, SyntaxError, ValueError) as exc:

@@ -18,11 +18,12 @@ from typing import Any
 
 from sandbox.guards import REPL_MODULE, guard_globals, hold_repl_module, make_builtins
 from sandbox.limits import CellLimits
+from sandbox.loop_plan import PREFETCH_NAME
 from sandbox.modules import ModuleProxy
 from sandbox.output import OutputBuffer, OutputFlood, Printer
 from sandbox.plain import NotPlain, context_ref, decode, encode, exact_str, stores_of, to_plain
 from sandbox.policy import ECHO_NAME, CompiledCell, compile_cell
-from sandbox.prefetch import PREFETCH_NAME, Prefetcher
+from sandbox.prefetch import Prefetcher
 from sandbox.rules import PolicyError
 
 HostCall = Callable[[str, list[Any], dict[str, Any]], Any]

@@ -23,7 +23,7 @@ from rlm.scripted import ChatRequest, Fault, Reply, ScriptedServer
 from rlm.speculation import SpeculativeCalls
 from rlm.types import CellOutcome
 from sandbox import open_session
-from sandbox.prefetch import plan_loops
+from sandbox.loop_plan import plan_loops
 
 
 def run_cells(server: ScriptedServer, *cells: str, limits: Limits | None = None) -> list[CellOutcome]:
