@@ -81,14 +81,20 @@ def _imports_of(module: str) -> set[str]:
 GRAPH = {module: _imports_of(module) for module in MODULES}
 
 
+def _under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
 def _layer(module: str) -> str:
-    if module == "rlm" or module.startswith("rlm_datasets"):
-        return "rlm" if module == "rlm" else "datasets"
-    if any(module == core or module.startswith(core + ".") for core in CORE):
+    if module == "rlm":
+        return "rlm"
+    if _under(module, ("rlm_datasets",)):
+        return "datasets"
+    if _under(module, CORE):
         return "core"
-    if any(module == surface or module.startswith(surface + ".") for surface in SURFACES):
+    if _under(module, SURFACES):
         return "surface"
-    return "sandbox" if module.startswith("sandbox") else "engine"
+    return "sandbox" if _under(module, ("sandbox",)) else "engine"
 
 
 ALLOWED = {
