@@ -16,6 +16,7 @@ from rlm.errors import BudgetExceeded
 from rlm.speculation import SpeculativeCalls
 from rlm.types import CallOrigin, Role, Status
 from sandbox.plain import context_of_ref
+from sandbox.protocol import PREFETCH_CALL
 
 if TYPE_CHECKING:
     from rlm.engine import NodeResult, Tree
@@ -55,7 +56,7 @@ class HostCalls:
             "llm_query_batched": self.llm_query_batched,
             "rlm_query": self.rlm_query,
             "rlm_query_batched": self.rlm_query_batched,
-            "llm_prefetch": self.llm_prefetch,
+            PREFETCH_CALL: self.llm_prefetch,
         }
         handler = handlers.get(name)
         if handler is None:
