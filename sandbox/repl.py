@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.guards import REPL_MODULE, guard_globals, hold_repl_module, make_builtins
+from sandbox.guards import REPL_MODULE, guard_globals, hold_repl_module
 from sandbox.limits import CellLimits
 from sandbox.loop_plan import PREFETCH_NAME
 from sandbox.modules import ModuleProxy
@@ -25,6 +25,7 @@ from sandbox.plain import NotPlain, context_ref, decode, encode, exact_str, stor
 from sandbox.policy import ECHO_NAME, CompiledCell, compile_cell
 from sandbox.prefetch import Prefetcher
 from sandbox.rules import PolicyError
+from sandbox.safe_builtins import make_builtins
 
 HostCall = Callable[[str, list[Any], dict[str, Any]], Any]
 QUERY_ROLES = ("sub", "aggregate")  # llm_query(..., role="aggregate"): a final synthesis, for the strong model
