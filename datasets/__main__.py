@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from rlm_datasets.oolong import SIZING, build_window, window_rng
+from rlm_datasets.oolong import window_rng
+from rlm_datasets.oolong.windows import SIZING, build_window
 
 from rlm.tokens import count_tokens
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from itertools import combinations
 
-from rlm_datasets.oolong import Record, build_window
+from rlm_datasets.oolong.windows import Record, build_window
 from rlm_datasets.pools import POOL_INFO
 from rlm_datasets.task import Task
 

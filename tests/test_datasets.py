@@ -16,7 +16,8 @@ from datetime import date, datetime
 
 import pytest
 from rlm_datasets import load_oolong_file, load_suite, parse_length, score
-from rlm_datasets.oolong import Record, counting, label_counts, n_instances
+from rlm_datasets.oolong.questions import counting
+from rlm_datasets.oolong.windows import Record, label_counts, n_instances
 from rlm_datasets.pairs import QUERIES, Condition, DateRule, Need, PairQuery
 from rlm_datasets.pools import load_pool
 from rlm_datasets.sniah import DEPTHS, NOISE, TOKENS_TO_GENERATE, key_words

@@ -1,55 +1,16 @@
-"""OOLONG-synth windows and questions, built the way the official generator builds them.
-
-The official generator is `src/data_gen/oolong-synth/` of the abertsch72/oolong repository
-(`generate_dataset.py`, `example_constructor.py`, `task_constructors.py`, `datasets_loader.py`,
-`utils.py`, `subsample.py`). This module is a new implementation of its rules:
-
-* Window size: the number of instances is int((0.95 * length - PROMPT_TOKENS - 250) // PER_EXAMPLE_TOKENS)
-  with the dataset's own estimates (trec_coarse 168 and 39, spam 142 and 57 tokens), not a token fill.
-* Label mix: a temperature T drawn from 2..6, weights randint(1, 30) ** (1 / T) per label, softmax,
-  counts rounded with the rounding error put on the first label. A label asked for more often than the
-  pool holds it is drawn from copies of its instances, as the official generator does; `repeated` in a
-  task's meta (and `python -m rlm_datasets`) gives the share of repeated lines per window.
-* Users: 10% of n IDs (five digits) are common and carry 80% of the lines; dates are uniform over
-  Feb 16, 2022 .. Jun 21, 2025. Each line is `Date: Mon DD, YYYY || User: ID || Instance: text`,
-  between the dataset's description ("The following lines contain ...") and its recall line.
-* Questions: the official three families in their order (counting, then user, then timeline), with
-  their wording and answer formats: most/least common label (most common only when it beats every other
-  label by more than 2% of the window), label-vs-label comparisons (only when the shares differ by more
-  than 2% or are equal), per-label counts; the most and second most frequent user, the counting
-  questions over a subset of users, the user with most instances of a label and "User A or User B";
-  the most and second most frequent date, how many dates occur exactly n times, label frequency before
-  versus after a date, counting questions within a month and within a date range, the first month one
-  label beat another, in how many months one label beat another and was the single most common.
-  The official user-subset draw takes min(1, ...) users, so that subset is a single user; kept as is.
-* Per window the first 25 questions in that order are kept, as `subsample.py` keeps 25 per window
-  (two windows per length and dataset make the published 50). The published split has this shape: its
-  first trec_coarse 32K window carries 20 counting questions and then 5 user questions.
-
-One deliberate difference: "how many dates are represented exactly n times" is answered over every
-date of the window; the official code counts only among the 50 most frequent dates, which differs only
-when more than 50 dates reach n. Golds are the first element of the official answer list, which is
-what the official scorer compares against.
-"""
+"""The questions OOLONG-synth asks about a window, in the official families (counting, user, timeline)
+and order, each with its gold and official task and answer types."""
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
 from itertools import combinations
 
-from rlm_datasets.pools import Pool, load_pool
-from rlm_datasets.task import Task
+from rlm_datasets.oolong.windows import Record, Window, format_date
 
-FILL = 0.95
-QUESTION_TOKENS = 250
-SIZING = {"trec_coarse": (168, 39), "spam": (142, 57)}  # the official PROMPT_TOKENS, PER_EXAMPLE_TOKENS
-FIRST_DAY, LAST_DAY = date(2022, 2, 16), date(2025, 6, 21)
-PER_WINDOW = 25
 MARGIN = 0.02
 MONTHS = (
     "January",
@@ -65,116 +26,6 @@ MONTHS = (
     "November",
     "December",
 )
-
-
-@dataclass(frozen=True)
-class Record:
-    """One line of a window; `label` is hidden from the text."""
-
-    day: date
-    user: str
-    text: str
-    label: str
-
-    def line(self) -> str:
-        return f"Date: {format_date(self.day)} || User: {self.user} || Instance: {self.text}"
-
-
-@dataclass
-class Window:
-    """A generated context window: its records, rendered text, label order and how many lines repeat."""
-
-    pool: Pool
-    length: int
-    labels: list[str]
-    records: list[Record]
-    text: str
-    repeated: float = 0.0
-
-
-def format_date(day: date) -> str:
-    return day.strftime("%b %d, %Y")
-
-
-def n_instances(pool_name: str, length: int) -> int:
-    """The official window size in instances for a nominal length in tokens."""
-    prompt, per_example = SIZING[pool_name]
-    return max(int((length * FILL - prompt - QUESTION_TOKENS) // per_example), 1)
-
-
-def describe(pool_name: str, n: int, labels: list[str], intro: bool) -> str:
-    """The dataset description the official prompt puts before (intro) and after the lines."""
-    if pool_name == "spam":
-        what = "text messages, one per line. Each text message can be classified as spam or ham (i.e., not spam)."
-    else:
-        quoted = ", ".join(f"'{label}'" for label in labels)
-        what = (
-            "general-knowledge questions, one per line. Each question has an answer that can be described as "
-            f"one of {len(labels)} categories: {quoted}."
-        )
-    start = "The following" if intro else "Recall: the preceding"
-    return (
-        f"{start} lines contain {n} {what}\n\nYou will be asked to answer questions about the aggregate label "
-        f"statistics across all {n} examples in this dataset. Do not try to guess, estimate, or approximate the "
-        "result. Calculate the exact answer given these datapoints.\n\n"
-    )
-
-
-def label_counts(labels: list[str], n: int, rng: random.Random) -> list[int]:
-    """How many instances of each label: the official tempered softmax over randint(1, 30) weights."""
-    temperature = rng.randint(2, 6)
-    weights = [rng.randint(1, 30) ** (1 / temperature) for _ in labels]
-    top = max(weights)
-    exps = [math.exp(w - top) for w in weights]
-    counts = [round(e / sum(exps) * n) for e in exps]
-    counts[0] -= sum(counts) - n
-    return [max(c, 0) for c in counts]
-
-
-def _users(n: int, rng: random.Random) -> list[str]:
-    common = rng.sample(range(10000, 100000), max(int(n * 0.1), 1))
-    taken = set(common)
-    out = []
-    for _ in range(n):
-        if rng.random() < 0.8:
-            out.append(rng.choice(common))
-        else:
-            while (uid := rng.randrange(10000, 100000)) in taken:
-                pass
-            out.append(uid)
-    return [str(u) for u in out]
-
-
-def build_window(pool_name: str, length: int, rng: random.Random) -> Window:
-    """A window of the official size, label mix, users and dates (see the module docstring)."""
-    pool = load_pool(pool_name)
-    labels = list(pool.labels)
-    rng.shuffle(labels)
-    n = n_instances(pool_name, length)
-    by_label = pool.indices_by_label()
-    picks: list[int] = []
-    for label, count in zip(labels, label_counts(labels, n, rng), strict=True):
-        have = by_label[label]
-        if count <= 0 or not have:
-            continue
-        candidates = have * math.ceil(count / len(have))  # copies only when the pool runs short
-        rng.shuffle(candidates)
-        picks.extend(candidates[:count])
-    rng.shuffle(picks)
-    users = _users(len(picks), rng)
-    span = (LAST_DAY - FIRST_DAY).days
-    records = [
-        Record(FIRST_DAY + timedelta(days=rng.randint(0, span)), user, pool.texts[i], pool.gold[i])
-        for i, user in zip(picks, users, strict=True)
-    ]
-    body = "".join(r.line() + "\n" for r in records)
-    text = describe(pool_name, len(records), labels, True) + body + describe(pool_name, len(records), labels, False)
-    repeated = 1 - len(set(picks)) / len(picks) if picks else 0.0
-    return Window(pool, length, labels, records, text, repeated)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Questions, in the official families and order.
 
 
 @dataclass
@@ -555,46 +406,3 @@ def window_questions(window: Window, rng: random.Random) -> list[Question]:
             q.family = family
             out.append(q)
     return out
-
-
-def window_rng(pool_name: str, length: int, seed: int, index: int) -> random.Random:
-    """The generator of window `index`: the same arguments give the same window and questions anywhere."""
-    return random.Random(f"oolong:{pool_name}:{length}:{seed}:{index}")
-
-
-def window_tasks(suite: str, pool_name: str, length: int, seed: int, index: int) -> list[Task]:
-    """The first PER_WINDOW questions of window `index`, as the official subsampling keeps them."""
-    rng = window_rng(pool_name, length, seed, index)
-    window = build_window(pool_name, length, rng)
-    return [
-        Task(
-            id=f"{suite}-{length}-s{seed}-w{index}-q{k:02d}",
-            suite=suite,
-            context=window.text,
-            question=q.text,
-            gold=q.gold,
-            meta={
-                "answer_type": SCORER_TYPE[q.answer_type],
-                "official_answer_type": f"ANSWER_TYPE.{q.answer_type}",
-                "official_task": f"TASK_TYPE.{q.task}",
-                "family": q.family,
-                "input_subset": q.input_subset,
-                "dataset": pool_name,
-                "length": length,
-                "n_records": len(window.records),
-                "repeated": round(window.repeated, 4),
-                "records": window.records,
-            },
-        )
-        for k, q in enumerate(window_questions(window, rng)[:PER_WINDOW])
-    ]
-
-
-def oolong_tasks(suite: str, pool_name: str, n: int, length: int, seed: int) -> list[Task]:
-    """The first `n` questions over as many windows as needed."""
-    tasks: list[Task] = []
-    index = 0
-    while len(tasks) < n:
-        tasks.extend(window_tasks(suite, pool_name, length, seed, index))
-        index += 1
-    return tasks[:n]
