@@ -6,7 +6,7 @@ every import through `guarded_import`. The rules: no `_` names, no frames, trace
 objects, `str.format` only through a formatter whose field lookups use the same guards (checked on
 the attribute's value, so a `super()` of a str subclass or a context view's forwarded `format` is
 covered too), writes only to the cell's own containers and class instances, imports only as
-curated proxies. Objects of rlm.context and rlm.search (views, document lists, hits) expose an
+curated proxies. Objects of the rlm.context and rlm.search packages (views, document lists, hits) expose an
 ALLOW-list of public names only (`_restricted`): their factories and `to_spec` are out of reach.
 """
 
@@ -140,8 +140,8 @@ def _allowed_names(obj: Any) -> frozenset[str] | None:
         return table[kind]
     if isinstance(obj, type) and obj in table:
         return table[obj]
-    if kind.__module__ in ("rlm.context", "rlm.search") and not isinstance(obj, type):
-        return frozenset()  # any other object of those modules: nothing
+    if kind.__module__.startswith(("rlm.context.", "rlm.search.")) and not isinstance(obj, type):
+        return frozenset()  # any other object of those packages: nothing
     return None
 
 

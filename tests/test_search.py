@@ -16,6 +16,8 @@ import rlm.search as searchmod
 from rlm.context import Context, TextView
 from rlm.errors import ContextError
 from rlm.search import Hit, bind, chunk_chars, chunk_lines, chunk_tokens, count_tokens, grep, regex, search
+from rlm.search import chunks as chunks_module
+from rlm.search import find as find_module
 from rlm.tokens import count_tokens as plain_count_tokens
 from tests.conftest import shrink_context_windows
 
@@ -29,8 +31,8 @@ def tiny_windows() -> Iterator[None]:
     """Tiny index steps and scan windows, so small texts cross every window boundary."""
     with pytest.MonkeyPatch.context() as mp:
         shrink_context_windows(mp)
-        mp.setattr(searchmod, "_AC_WINDOW", 7)
-        mp.setattr(searchmod, "_TOKEN_WINDOW", 16)
+        mp.setattr(find_module, "_AC_WINDOW", 7)
+        mp.setattr(chunks_module, "_TOKEN_WINDOW", 16)
         yield
 
 
@@ -128,7 +130,7 @@ def test_chunk_tokens_cover_the_text(text: str, size: int, overlap: int) -> None
 
 def test_count_tokens_matches_tiktoken_on_views_and_documents() -> None:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(searchmod, "_TOKEN_WINDOW", 1 << 20)
+        mp.setattr(chunks_module, "_TOKEN_WINDOW", 1 << 20)
         text = "The quick brown fox. 東京 😀\n" * 50
         docs = Context.from_value([text, text[:40]])
         assert count_tokens(docs[0]) == plain_count_tokens(text)
