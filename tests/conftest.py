@@ -15,10 +15,10 @@ from rlm.scripted import ScriptedServer
 def shrink_context_windows(mp: pytest.MonkeyPatch) -> None:
     """Tiny index steps, blocks and scan windows in rlm.context, so small texts cross every boundary.
     A size is patched in every module of the package that holds it (each imported its own binding)."""
-    from rlm.context import loaders, store, views
+    from rlm.context import loaders, store, text, views
 
     sizes = {"K": 5, "BLOCK": 16, "WINDOW": 8, "_COUNT_WINDOW": 8}
-    for module in (store, loaders, views):
+    for module in (store, loaders, text, views):
         for name, value in sizes.items():
             if hasattr(module, name):
                 mp.setattr(module, name, value)

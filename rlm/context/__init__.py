@@ -37,9 +37,10 @@ reading it ..."), and so does any view method that meets bytes that no longer de
 as str or bytes live in a sealed memfd and cannot change. Reading a file's bytes leaves a leading
 UTF-8 byte-order mark out of the text (files, stdin, bytes); a str is taken exactly as given.
 
-Three modules, one job each: `store` maps the bytes and indexes them (a mapped file or a sealed memfd,
+Four modules, one job each: `store` maps the bytes and indexes them (a mapped file or a sealed memfd,
 and the checkpoint table), `loaders` turns what a user gives (a path, stdin, bytes, str, JSON) into a
-store, checking its encoding, and `views` is what code sees (`Context`, `TextView`, `DocumentList`).
+store, checking its encoding, `text` is a range of a store that reads like a str, and `views` is what
+code sees (`Context` and its factories, `TextView`: such a range as a context, `DocumentList`).
 """
 
 from rlm.context.views import Context, DocumentList, TextView, close
