@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm.view import load_trace
-from rlm.view.html import page_html, render_html
+from rlm.view.html import render_html
+from rlm.view.page import page_html
 
 PROMPT = "Classify this item: " + "lorem ipsum dolor sit amet " * 55  # about 1,500 characters
 RESPONSE = "label: positive; reason: " + "the text says so clearly " * 15  # about 400 characters

@@ -138,7 +138,8 @@ def result_html(result: RLMResult) -> str:
     if not result.trajectory:
         return table
     from rlm.view import read_events
-    from rlm.view.html import iframe, render_html
+    from rlm.view.html import render_html
+    from rlm.view.page import iframe
 
     return table + iframe(render_html(read_events(result.trajectory)))
 

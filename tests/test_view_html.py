@@ -22,7 +22,8 @@ from rlm.cli import main
 from rlm.scripted import ScriptedServer
 from rlm.scripted.solvers import install
 from rlm.view import load_trace
-from rlm.view.html import SCRIPT, render_html
+from rlm.view.html import render_html
+from rlm.view.page import SCRIPT
 from tests.test_view import traced_run
 
 ROOT, SUB = "openai/test-root", "openai/test-sub"

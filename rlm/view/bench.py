@@ -16,7 +16,8 @@ from rich.text import Text as RichText
 
 from rlm.terminal import neutralise
 from rlm.view.console import money, seconds
-from rlm.view.html import CALL_CHARS, esc, page_html, render_html
+from rlm.view.html import CALL_CHARS, render_html
+from rlm.view.page import esc, page_html
 from rlm.view.trace import MAX_CHARS, TraceError, load_trace
 
 ANSWER_CHARS = 200  # of each answer and gold shown in the index

@@ -1,120 +1,21 @@
 """A trace as one self-contained HTML page: header, timeline, tables and the collapsible tree.
 
 The page loads nothing (no network, no assets) and every text from a run (model replies, prompts,
-code, outputs, even model names) goes through `html.escape`, so a hostile trajectory shows as text.
-A Content-Security-Policy lets only the page's own script run (by its sha256), so even markup that
-slipped through could not run anything. The timeline puts every model call and every cell on one time
-axis, a row per node, overlapping bars stacked in lanes, so streaming overlap and fan-out show at a glance.
+code, outputs, even model names) goes through `esc`, so a hostile trajectory shows as text; the
+document and the policy that lets only its own script run are in page.py, the timeline in timeline.py.
+This module draws the header, the tables and the tree, and collects the timeline's bars as it goes.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
-from dataclasses import dataclass
-
 from rlm.view.console import REPL_BLOCK, count, money, seconds
+from rlm.view.page import esc, page_html
+from rlm.view.timeline import LEGEND, Bar, timeline
 from rlm.view.trace import Call, Cell, Node, Text, Totals, Trace, Turn
 
 CALL_CHARS = 500  # of each call's prompt and response put in the page (cell texts are kept as read)
-LANES = 12  # bars stacked per timeline row at most; more concurrent ones share lanes
-LANE_PX = 14
 OPEN_ITEMS = 200  # traces with at most this many calls and cells open every turn and cell; bigger ones start closed
 CALLS_OPEN = 12  # calls listed open under a turn or cell; more are one closed line until clicked (the page stays light)
-
-SCRIPT = """(function () {
-  var tl = document.getElementById("timeline");
-  var calls = tl.querySelectorAll(".bar.call").length, cells = tl.querySelectorAll(".bar.cell").length;
-  document.getElementById("tl-count").textContent =
-    calls + (calls === 1 ? " call, " : " calls, ") + cells + (cells === 1 ? " cell" : " cells");
-  function each(open) {
-    var all = document.querySelectorAll("#tree details");
-    for (var i = 0; i < all.length; i++) all[i].open = open;
-  }
-  document.getElementById("expand").addEventListener("click", function () { each(true); });
-  document.getElementById("collapse").addEventListener("click", function () { each(false); });
-  tl.addEventListener("click", function (e) {
-    var bar = e.target.closest("[data-for]");
-    var el = bar && document.getElementById(bar.getAttribute("data-for"));
-    if (!el) return;
-    for (var p = el; p; p = p.parentElement) if (p.tagName === "DETAILS") p.open = true;
-    el.scrollIntoView({ block: "center" });
-    el.classList.add("hit");
-    setTimeout(function () { el.classList.remove("hit"); }, 1500);
-  });
-})();"""
-SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
-CSP = f"default-src 'none'; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'; base-uri 'none'; form-action 'none'"
-
-STYLE = """
-body{
-  font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;padding:16px 20px;
-  color:#1d2330;background:#fff}
-h1{font-size:18px;margin:0 0 4px}
-h2{font-size:15px;margin:22px 0 8px;border-bottom:1px solid #dde2ea;padding-bottom:3px}
-.muted{color:#6b7385}
-.ok{color:#1f7a3a;font-weight:600}
-.bad{color:#b3261e;font-weight:600}
-.run{color:#a86b00;font-weight:600}
-.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin-top:8px}
-.kv b{font-weight:600}
-pre{
-  margin:2px 0 6px;padding:6px 8px;background:#f5f7fa;border:1px solid #e3e7ee;border-radius:4px;
-  white-space:pre-wrap;overflow-wrap:anywhere;max-height:28em;overflow:auto;
-  font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
-pre.code{background:#f1f5ff}
-pre.err{background:#fff3f2;border-color:#f3c7c3}
-pre.answer{background:#effaf1;border-color:#c5e8cd}
-.clip{color:#6b7385;font-style:italic;font-size:12px}
-.gap{
-  color:#8a5a00;background:#fff7e0;border:1px solid #f0d890;border-radius:4px;padding:2px 6px;
-  margin:2px 0;display:inline-block}
-.note{color:#8a5a00}
-table{border-collapse:collapse;font-size:12px;margin:4px 0 8px}
-th,td{padding:2px 8px;text-align:right;border-bottom:1px solid #edf0f4}
-th{background:#f5f7fa;font-weight:600}
-td.l,th.l{text-align:left}
-details{margin:2px 0 2px 4px}
-details>summary{cursor:pointer;padding:1px 0}
-details.node{border-left:3px solid #c9b8ef;padding-left:8px;margin:6px 0}
-details.turn{border-left:2px solid #b9cdf3;padding-left:8px}
-details.cell{border-left:2px solid #a7d8b5;padding-left:8px}
-summary b{font-weight:600}
-.hit{outline:2px solid #f2a900;outline-offset:1px}
-button{font:inherit;font-size:12px;margin-right:6px}
-#timeline{position:relative;border:1px solid #e3e7ee;border-radius:4px;padding:4px 0;overflow:hidden}
-.overlay{position:absolute;top:0;bottom:0;left:110px;right:12px;pointer-events:none}
-.tlrow{display:flex;border-bottom:1px solid #f0f2f6}
-.tlrow:last-child{border-bottom:0}
-.tllab{
-  box-sizing:border-box;flex:0 0 110px;padding:0 6px;font-size:11px;white-space:nowrap;overflow:hidden;
-  text-overflow:ellipsis;line-height:14px}
-.track{position:relative;flex:1;margin-right:12px}
-.axis .track{height:18px}
-.tick{
-  position:absolute;top:0;height:100%;border-left:1px solid #d4d9e2;padding-left:2px;font-size:10px;
-  color:#6b7385}
-.span{position:absolute;top:0;bottom:0;background:#f4f0fd}
-.bar{position:absolute;height:11px;min-width:2px;border-radius:2px;cursor:pointer;opacity:.9}
-.bar:hover{opacity:1;outline:1px solid #1d2330}
-.bar.cell{background:#3a9d5d}
-.bar.root{background:#3b6fd4}
-.bar.sub{background:#e08a1e}
-.bar.aggregate{background:#8e44ad}
-.bar.other{background:#6b7385}
-.bar.cached{background-image:repeating-linear-gradient(45deg,transparent 0 3px,#fff8 3px 6px)}
-.bar.failed{outline:1px solid #b3261e}
-.gapmark{position:absolute;top:0;bottom:0;width:0;border-left:2px dashed #d08b00;pointer-events:auto;z-index:1}
-.legend span.sw{
-  display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 3px 0 10px;
-  vertical-align:-1px}
-"""
-
-
-def esc(value: object) -> str:
-    """Any text from a run, made inert."""
-    return html.escape(str(value), quote=True)
 
 
 def _status(status: str) -> str:
@@ -133,29 +34,13 @@ def _text(text: Text, css: str = "", limit: int | None = None) -> str:
     return out
 
 
-def _pct(t: float, span: float) -> str:
-    return f"{max(0.0, min(100.0, t / span * 100)):.3f}%"
-
-
-@dataclass
-class _Bar:
-    start: float
-    end: float
-    kind: str  # "cell" or a call's role
-    target: str  # id of its entry in the tree
-    label: str
-    cached: bool = False
-    failed: bool = False
-
-
 class _Page:
     """Builds the page in one pass over the tree; ids tie each timeline bar to its entry in the tree."""
 
     def __init__(self, trace: Trace, call_chars: int | None) -> None:
         self.trace = trace
         self.call_chars = call_chars
-        self.span = max(trace.duration_s, 1e-3)
-        self.bars: dict[tuple[int, ...], list[_Bar]] = {path: [] for path in trace.nodes}
+        self.bars: dict[tuple[int, ...], list[Bar]] = {path: [] for path in trace.nodes}
         self.ids = 0
         items = len(trace.calls) + sum(len(node.cells()) for node in trace.nodes.values())
         self.open = " open" if items <= OPEN_ITEMS else ""
@@ -210,7 +95,7 @@ class _Page:
         took = "running" if cell.end is None else seconds(end - cell.start)
         kind = f' · <span class="bad">{esc(cell.error_kind)}</span>' if cell.error_kind else ""
         self.bars[node.path].append(
-            _Bar(cell.start, end, "cell", ident, f"{node.name} cell {cell.index}: {took}", failed=bool(cell.error_kind))
+            Bar(cell.start, end, "cell", ident, f"{node.name} cell {cell.index}: {took}", failed=bool(cell.error_kind))
         )
         parts = [
             f'<details class="cell" id="{ident}"{self.open}><summary><b>cell {cell.index}</b> · {took}{kind}</summary>',
@@ -235,7 +120,7 @@ class _Page:
             ident = self.new_id("call")
             tokens = f"{call.prompt_tokens:,}+{call.completion_tokens:,}"
             self.bars[node.path].append(
-                _Bar(
+                Bar(
                     call.start,
                     call.end,
                     call.role if call.role in ("root", "sub", "aggregate") else "other",
@@ -278,63 +163,6 @@ class _Page:
         return (
             f"<details><summary>{count(totals.calls, 'call')} · {count(totals.cache_hits, 'cache hit')} · "
             f"{totals.tokens:,} tokens · {esc(money(totals.cost_usd, totals.priced))}</summary>{table}</details>"
-        )
-
-    # --- the timeline -----------------------------------------------------------------------------
-
-    def timeline(self) -> str:
-        marks = "".join(
-            f'<div class="gapmark" style="left:{_pct(gap.at, self.span)}" '
-            f'title="unreadable line {gap.line}: {esc(gap.reason)}"></div>'
-            for gap in self.trace.gaps
-        )
-        rows = [f'<div class="overlay">{marks}</div>', self.axis()]  # gaps drawn across every row
-        for path in sorted(self.bars):
-            node = self.trace.nodes[path]
-            rows.append(self.row(node, self.bars[path]))
-        return '<div id="timeline">' + "".join(rows) + "</div>"
-
-    def axis(self) -> str:
-        step = _tick_step(self.span)
-        ticks = []
-        t = 0.0
-        while t <= self.span * 0.95 or not ticks:  # none at the right edge, where its label would be cut
-            label = f"{t * 1000:.0f} ms" if step < 1 else f"{t:g} s"
-            ticks.append(f'<div class="tick" style="left:{_pct(t, self.span)}">{label}</div>')
-            t += step
-        track = "".join(ticks)
-        return f'<div class="tlrow axis"><div class="tllab muted">time</div><div class="track">{track}</div></div>'
-
-    def width(self, start: float, end: float) -> str:
-        return f"width:{_pct(end - start, self.span)}"
-
-    def row(self, node: Node, bars: list[_Bar]) -> str:
-        lanes: list[float] = []  # when each lane is free again
-        placed = []
-        for bar in sorted(bars, key=lambda b: (b.start, b.kind != "cell")):
-            lane = next((i for i, free in enumerate(lanes) if free <= bar.start + 1e-6), None)
-            if lane is None and len(lanes) < LANES:
-                lanes.append(0.0)
-                lane = len(lanes) - 1
-            if lane is None:
-                lane = min(range(len(lanes)), key=lanes.__getitem__)
-            lanes[lane] = max(lanes[lane], bar.end)
-            placed.append((lane, bar))
-        height = max(1, len(lanes)) * LANE_PX + 2
-        end = self.trace.duration_s if node.end is None else node.end
-        parts = [f'<div class="span" style="left:{_pct(node.start, self.span)};{self.width(node.start, end)}"></div>']
-        for lane, bar in placed:
-            css = "bar cell" if bar.kind == "cell" else f"bar call {bar.kind}"
-            css += " cached" if bar.cached else ""
-            css += " failed" if bar.failed else ""
-            parts.append(
-                f'<div class="{css}" data-for="{bar.target}" title="{esc(bar.label)}" style="left:'
-                f'{_pct(bar.start, self.span)};{self.width(bar.start, bar.end)};top:{lane * LANE_PX + 1}px"></div>'
-            )
-        label = f'<a href="#node-{"-".join(map(str, node.path))}">{esc(node.name)}</a>'
-        return (
-            f'<div class="tlrow"><div class="tllab">{label}</div>'
-            f'<div class="track" style="height:{height}px">{"".join(parts)}</div></div>'
         )
 
     # --- the header and tables -----------------------------------------------------------------------
@@ -398,33 +226,6 @@ def _figures(totals: Totals) -> str:
     )
 
 
-def _tick_step(span: float) -> float:
-    """A round step (1, 2 or 5 times a power of ten) giving at most ten ticks over `span` seconds."""
-    step = 1e-3
-    while span / step > 10:
-        for factor in (2, 2.5, 2):
-            step *= factor
-            if span / step <= 10:
-                break
-    return step
-
-
-LEGEND = (
-    '<div class="legend muted">'
-    + "".join(
-        f'<span class="sw bar {css}" style="position:static"></span>{label}'
-        for css, label in (
-            ("call root", "root-model call"),
-            ("call sub", "sub call"),
-            ("call aggregate", "aggregate call"),
-            ("cell", "cell"),
-            ("call sub cached", "cache hit"),
-        )
-    )
-    + ' · <span id="tl-count"></span> · click a bar to find it in the tree</div>'
-)
-
-
 def render_body(trace: Trace, title: str = "", call_chars: int | None = CALL_CHARS, preface: str = "") -> str:
     """The page's content (no <html> around it): `preface` (markup), header, timeline, tables, tree."""
     page = _Page(trace, call_chars)
@@ -434,7 +235,7 @@ def render_body(trace: Trace, title: str = "", call_chars: int | None = CALL_CHA
         + page.header(title)
         + "<h2>Timeline</h2>"
         + LEGEND
-        + page.timeline()
+        + timeline(trace, page.bars)
         + page.tables()
         + '<h2>Tree</h2><div><button id="expand">expand all</button><button id="collapse">collapse all</button></div>'
         + f'<div id="tree">{tree}</div>'
@@ -445,23 +246,3 @@ def render_html(trace: Trace, title: str = "", call_chars: int | None = CALL_CHA
     """One self-contained page of the trace. `call_chars` cuts each call's prompt and response (None: whole);
     `preface` is markup put first (a link back to an index)."""
     return page_html(f"rlm run {title}".strip(), render_body(trace, title, call_chars, preface))
-
-
-def page_html(title: str, body: str, script: bool = True) -> str:
-    """A whole document around `body`, under the strict policy that runs only `SCRIPT` (when given)."""
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>{body}"
-        + (f"<script>{SCRIPT}</script>" if script else "")
-        + "</body></html>"
-    )
-
-
-def iframe(page: str, height_px: int = 640) -> str:
-    """The page inside a sandboxed iframe (scripts run, but in an origin of their own): for notebooks."""
-    return (
-        f'<iframe sandbox="allow-scripts" srcdoc="{esc(page)}" '
-        f'style="width:100%;height:{height_px}px;border:1px solid #dde2ea;border-radius:4px"></iframe>'
-    )
