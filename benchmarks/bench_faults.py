@@ -20,7 +20,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price table
 
 from rlm import RLM
-from rlm.config import Settings
+from rlm.config import DEFAULTS
 from rlm.scheduler import RetryPolicy
 from rlm.scripted import Action, Drop, Reply, ScriptedServer, Stall
 
@@ -66,7 +66,7 @@ def main() -> None:
                 requests = len(server.settled_records("root"))
                 row = f"{label:>27} {transport:>9} {result.status.value:>15} {requests:>8}"
                 print(f"{row} {took:>12.2f}s {per_wait:>8}")
-    defaults = Settings()
+    defaults = DEFAULTS.transport
     print(
         f"with the default timeouts (first byte {defaults.first_byte_timeout:g} s, idle {defaults.idle_timeout:g} s) "
         f"a run gives up after about {ATTEMPTS * defaults.first_byte_timeout:g} s on a reply that never starts, "

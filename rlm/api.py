@@ -14,13 +14,13 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm.budget import Budget, Limits
 from rlm.config import NO_MODEL_MESSAGE as CLI_NO_MODEL_MESSAGE
-from rlm.config import Settings, config_path, resolve_settings
+from rlm.config import SETTINGS, Settings, config_path, resolve_settings
 from rlm.errors import ConfigError
 from rlm.events import Event, EventLog, TraceWriter
 from rlm.loop import run as run_loop
@@ -51,7 +51,7 @@ def _python_words() -> Iterator[None]:
         yield
     except ConfigError as exc:
         if not getattr(exc, "cli_message", None):
-            names = {f.name for f in fields(Settings)}
+            names = SETTINGS.keys()
 
             def argument(match: re.Match[str]) -> str:
                 name = match.group(1).replace("-", "_")
@@ -129,10 +129,18 @@ class RLMResult:
         return data
 
 
+# what repr(RLM(...)) shows when set: the models and the limits, never the key
+REPR_SETTINGS = (
+    *("model", "sub_model", "api_base"),
+    *("max_cost", "max_tokens", "max_calls", "timeout", "max_depth", "max_iterations"),
+)
+
+
 class RLM:
-    """A configured engine. Options are the fields of `rlm.config.Settings`; unset ones come from
-    RLM_* environment variables and the config file. `router(origin, messages)` may pick the model
-    of any call not named in code: return a model name, an Endpoint, or None for the default rule."""
+    """A configured engine. Options are settings by their public names (`max_cost=2.0`, see
+    `rlm.config.SETTINGS`); unset ones come from RLM_* environment variables and the config file.
+    `router(origin, messages)` may pick the model of any call not named in code: return a model
+    name, an Endpoint, or None for the default rule."""
 
     def __init__(
         self,
@@ -144,7 +152,7 @@ class RLM:
     ) -> None:
         with _python_words():
             self.settings: Settings = resolve_settings(model=model, sub_model=sub_model, **options)
-            if not self.settings.model:
+            if not self.settings.models.model:
                 error = ConfigError(NO_MODEL_MESSAGE.format(config_path=config_path()))
                 error.cli_message = CLI_NO_MODEL_MESSAGE.format(config_path=config_path())  # type: ignore[attr-defined]
                 raise error
@@ -152,19 +160,8 @@ class RLM:
 
     def __repr__(self) -> str:
         """Model, sub-model and the limits that are set; never the key."""
-        s = self.settings
-        shown = {
-            "model": s.model,
-            "sub_model": s.sub_model,
-            "api_base": s.api_base,
-            "max_cost": s.max_cost,
-            "max_tokens": s.max_tokens,
-            "max_calls": s.max_calls,
-            "timeout": s.timeout,
-            "max_depth": s.max_depth,
-            "max_iterations": s.max_iterations,
-        }
-        fields = ", ".join(f"{name}={value!r}" for name, value in shown.items() if value is not None)
+        named = self.settings.named()
+        fields = ", ".join(f"{name}={named[name]!r}" for name in REPR_SETTINGS if named[name] is not None)
         router = f", router={getattr(self.router, '__name__', type(self.router).__name__)}" if self.router else ""
         return f"RLM({fields}{router})"
 
@@ -176,7 +173,7 @@ class RLM:
         from rlm.models.build import build_gateway, timeouts_of
         from rlm.models.preflight import check_routes
         from rlm.models.workers import CallWorkers
-        from rlm.scheduler import ModelLimits, Scheduler
+        from rlm.scheduler import Scheduler
 
         s = self.settings
         events = EventLog()
@@ -185,13 +182,10 @@ class RLM:
             events.subscribe(writer)
         if on_event:
             events.subscribe(on_event)
-        budget = Budget(Limits.of(s))
-        default = ModelLimits(max_in_flight=s.max_in_flight, rpm=s.rpm, tpm=s.tpm)
-        scheduler = Scheduler(
-            default=default,
-            per_model={model: replace(default, **table) for model, table in (s.model_limits or {}).items()},
-        )
-        workers = CallWorkers(s.call_workers, timeouts_of(s)) if s.call_workers else None
+        budget = Budget(Limits.of(s.limits))
+        scheduler = Scheduler.of(s.limits)
+        calls = s.transport
+        workers = CallWorkers(calls.call_workers, timeouts_of(calls)) if calls.call_workers else None
         try:
             gateway = build_gateway(
                 s, budget=budget, scheduler=scheduler, events=events, policy=self.router, workers=workers
@@ -207,7 +201,7 @@ class RLM:
                     workers.close()
                     events.emit(
                         "call_workers",
-                        workers=s.call_workers,
+                        workers=calls.call_workers,
                         served=workers.served,
                         in_process=workers.in_process,
                         error=workers.start_error,
@@ -244,7 +238,7 @@ class RLM:
         keep_cancelled: bool,
     ) -> RLMResult:
         s = self.settings
-        if s.sandbox == "process":
+        if s.sandbox.mode == "process":
             from sandbox.zygote import prestart
 
             prestart()  # the fork server boots while the engine is imported and the first request goes out

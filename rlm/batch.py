@@ -185,7 +185,7 @@ async def arun_local(
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     rlm = RLM(**options)
-    run_cap = rlm.settings.max_cost
+    run_cap = rlm.settings.limits.max_cost
     costs = CostGate.for_batch(max_cost, run_cap, concurrency)
     settled = asyncio.Event()  # replaced at each settlement: wakes the jobs waiting for a loan
     gate = asyncio.Semaphore(concurrency)
@@ -335,7 +335,7 @@ def run_on_ray(
     ray = import_ray()
     run_job = _remote_job()
     options_ref = ray.put(options)
-    run_cap = RLM(**options).settings.max_cost
+    run_cap = RLM(**options).settings.limits.max_cost
     costs = CostGate.for_batch(max_cost, run_cap, int(ray.cluster_resources().get("CPU", 1)))
     queue = collections.deque(out.todo(jobs))
     pending: dict[Any, tuple[Job, float | None]] = {}

@@ -46,7 +46,7 @@ def _with_max_cost(rlm: Any, max_cost: float) -> Any:
     import copy
 
     lowered = copy.copy(rlm)
-    lowered.settings = replace(rlm.settings, max_cost=max_cost)
+    lowered.settings = rlm.settings.updated(max_cost=max_cost)
     return lowered
 
 
@@ -269,7 +269,7 @@ async def arun_bench(
     from rlm.scheduler import set_shared_limiter
     from rlm.sweep import CostGate, batch_limiter
 
-    costs = CostGate.for_batch(sweep_max_cost, rlm.settings.max_cost, concurrency, SWEEP)
+    costs = CostGate.for_batch(sweep_max_cost, rlm.settings.limits.max_cost, concurrency, SWEEP)
     settled = asyncio.Event()  # replaced at each settlement: wakes the tasks waiting for a loan
     # on Ray the limiter is an actor (bench_runner); here one object that every task's runs consult
     limiter = None if on_ray else batch_limiter(rlm_options, sweep_max_calls, scope=SWEEP)
@@ -286,7 +286,7 @@ async def arun_bench(
             result = await (on_ray(task, loan) if on_ray else _run_one(task, cfg, _with_max_cost(rlm, loan), out))
         finally:
             spent, status, error = (result.cost_usd, result.status, result.error) if result else (0.0, "", None)
-            error = costs.settle(loan, spent, status, error, rlm.settings.max_cost)
+            error = costs.settle(loan, spent, status, error, rlm.settings.limits.max_cost)
             settled.set()
             settled = asyncio.Event()
         return replace(result, error=error)

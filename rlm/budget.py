@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rlm.config import DEFAULT_MAX_CALLS, Settings
+from rlm.config import DEFAULT_MAX_CALLS, LimitSettings
 from rlm.errors import BudgetExceeded
 from rlm.types import ZERO_USAGE, Status, Usage
 
@@ -37,7 +37,7 @@ class Limits:
     max_completion_tokens: int | None = None  # per call; sent as the call's max_tokens
 
     @classmethod
-    def of(cls, settings: Settings) -> Limits:
+    def of(cls, settings: LimitSettings) -> Limits:
         return cls(
             timeout_s=settings.timeout,
             max_cost=settings.max_cost,

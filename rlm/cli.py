@@ -70,12 +70,19 @@ class _SettingOption(click.Option):
         record = super().get_help_record(ctx)
         if record is None:
             return None
+        from types import SimpleNamespace
+
         from rlm.budget import DEFAULT_COMPLETION_CAP
         from rlm.config import DEFAULTS
         from sandbox.limits import CellLimits
 
-        cache = "on" if DEFAULTS.cache else "off"
-        defaults = {"d": DEFAULTS, "cell": CellLimits(), "completion_cap": DEFAULT_COMPLETION_CAP, "cache": cache}
+        cache = "on" if DEFAULTS.cache.enabled else "off"
+        defaults = {
+            "d": SimpleNamespace(**DEFAULTS.named()),
+            "cell": CellLimits(),
+            "completion_cap": DEFAULT_COMPLETION_CAP,
+            "cache": cache,
+        }
         return record[0], record[1].format(**defaults)
 
 
@@ -425,9 +432,9 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     try:
         engine = _settings(fallbacks, options)
         settings = resolve_settings(model=engine.pop("model", None), sub_model=engine.pop("sub_model", None))
-        if not settings.model:
+        if not settings.models.model:
             _fail("no model configured: pass --model (and --sub-model) or set RLM_MODEL; see `rlm bench --help`.")
-        run_bench(suite, model=settings.require_model(), sub_model=settings.sub_model, **sweep, **engine)
+        run_bench(suite, model=settings.models.require_model(), sub_model=settings.models.sub_model, **sweep, **engine)
     except (ConfigError, ContextError, FileNotFoundError) as exc:
         _fail(exc)
     except ProviderError as exc:
@@ -508,11 +515,11 @@ def _open_cache(cache_dir: str | None) -> Any:
     from rlm.models.cache import ResponseCache
 
     try:
-        settings = resolve_settings(cache_dir=cache_dir, cache=True)
+        settings = resolve_settings(cache_dir=cache_dir, cache=True).cache
     except ConfigError as exc:
         _fail(exc)
-    if not ResponseCache.exists(settings.cache_dir):
-        click.echo(f"no cache at {ResponseCache.location(settings.cache_dir)}")
+    if not ResponseCache.exists(settings.dir):
+        click.echo(f"no cache at {ResponseCache.location(settings.dir)}")
         return None
     return open_cache(settings)
 

@@ -1,13 +1,17 @@
 """Settings for a run, resolved in one place: explicit values, then RLM_* variables, then a config file.
 
-The config file is TOML, at $RLM_CONFIG or ~/.config/rlm/config.toml, with the same keys as the
-fields below (`model = "openai/gpt-5"`, `max_cost = 2.0`, ...).
+A `Settings` is composed of parts, one per consumer: models, limits, sandbox, output, cache and
+transport. Each setting keeps one public name across every source (`max_cost` as `RLM(max_cost=)`,
+`--max-cost`, `RLM_MAX_COST` and the config file's `max_cost = 2.0`); `SETTINGS` maps each name to
+the part and field that hold it. The config file is TOML, at $RLM_CONFIG or ~/.config/rlm/config.toml.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,11 +37,14 @@ No model is configured. rlm needs a root model and, optionally, a cheaper sub-mo
   No key at hand? `rlm demo` runs the engine end to end against a local scripted model."""
 
 
+def _public(name: str, default: Any) -> Any:
+    """A field whose public setting name differs from its name in the part (`cache.dir` is `cache_dir`)."""
+    return field(default=default, metadata={"setting": name})
+
+
 @dataclass(frozen=True)
-class Settings:
-    """Every setting of a run and its one default; the engine's parts (EngineSettings, Limits, Timeouts,
-    CellLimits) are built from a resolved one and take their defaults from here. What a cell may use
-    is the sandbox's to say: unset here (None), a cell gets CellLimits' default."""
+class ModelSettings:
+    """Which models answer, how they are reached, and which ones model-written code may name."""
 
     model: str | None = None
     sub_model: str | None = None
@@ -45,6 +52,31 @@ class Settings:
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never printed
     temperature: float | None = None  # sent with every call when set; above 0, cached only with cache_sampled
+    # fallbacks are {"model": ["fallback", ...]}; in the environment and on the command line "model=fb1,fb2;other=fb3"
+    fallbacks: dict[str, list[str]] | None = None
+    # models REPL code may ask for (llm_query(..., model=...)) besides the configured ones, comma-separated
+    # (a list in the config file); they are served through the run's api_base and key like its own
+    allowed_models: str | list[str] | None = None
+    local_only: bool = False
+    local_networks: str | None = None  # CIDRs or host names that local-only mode also trusts
+
+    def require_model(self) -> str:
+        if not self.model:
+            raise ConfigError(NO_MODEL_MESSAGE.format(config_path=config_path()))
+        return self.model
+
+    def allowed(self) -> frozenset[str]:
+        """allowed_models as a set of names (it is text, or a list in the config file)."""
+        value = self.allowed_models or ()
+        names = value.split(",") if isinstance(value, str) else value
+        return frozenset(name.strip() for name in names if str(name).strip())
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """How far a run may go, tree-wide (turns, depth, time, money, tokens, calls), and how fast it may
+    call each model."""
+
     max_iterations: int = 30
     max_depth: int = 2
     timeout: float | None = None
@@ -54,57 +86,117 @@ class Settings:
     # the longest reply one call may get, sent as its max_tokens; with max_cost or max_tokens set and
     # this unset, 8192: a call is sent only when its prompt and a reply this long fit in those limits
     max_completion_tokens: int | None = None
-    after_block: str = "stop"  # see EngineSettings.after_block
-    max_output_chars: int = 20_000
-    sandbox: str = "process"
-    cell_timeout: float | None = None  # seconds of a cell's own work; None: CellLimits.timeout_s
-    # CPU seconds per cell; None: half of cell_timeout, so a call stuck in C (that no timer can
-    # interrupt) is killed by the kernel well before the cell's deadline; the session restarts with its state
-    cell_cpu: float | None = None
-    # memory a REPL worker may add; default: the sandbox's (1 GiB) plus 4x the context
-    sandbox_memory_mb: int | None = None
     max_in_flight: int = 32  # concurrent calls per model
     rpm: int | None = None  # requests per minute per model
     tpm: int | None = None  # prompt tokens per minute per model
     # per-model overrides of max_in_flight / rpm / tpm: {"openai/gpt-5": {"rpm": 500, "tpm": 200000}};
     # in the environment "openai/gpt-5=rpm:500,tpm:200000;ollama/qwen3=max_in_flight:2"
     model_limits: dict[str, dict[str, int]] | None = None
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Where model-written code runs and what one cell may use. Unset (None), a cell gets the sandbox's
+    own default (`sandbox.limits.CellLimits`), which is the sandbox's to say."""
+
+    mode: str = _public("sandbox", "process")  # "process" (a security boundary) or "inprocess" (trusted code)
+    cell_timeout: float | None = None  # seconds of a cell's own work
+    # CPU seconds per cell; None: half of cell_timeout, so a call stuck in C (that no timer can
+    # interrupt) is killed by the kernel well before the cell's deadline; the session restarts with its state
+    cell_cpu: float | None = None
+    # memory a REPL worker may add; default: the sandbox's (1 GiB) plus 4x the context
+    memory_mb: int | None = _public("sandbox_memory_mb", None)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What becomes of the root model's output: when its code blocks run, and how much of what they
+    print goes back to it."""
+
+    after_block: str = "stop"  # see EngineSettings.after_block
+    max_output_chars: int = 20_000
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The persistent response cache."""
+
+    enabled: bool = _public("cache", True)
+    dir: str | None = _public("cache_dir", None)  # default ~/.cache/rlm
+    size_mb: int = _public("cache_size_mb", 1024)
+    sampled: bool = _public("cache_sampled", False)  # also cache calls with a temperature above 0
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """Who makes provider calls, in which processes, and how long each waits."""
+
+    # "auto" sends OpenAI-compatible endpoints through rlm's own client (rlm/models/openai_transport.py)
+    # and the rest through litellm; "litellm" sends every call there
+    kind: str = _public("transport", "auto")
     call_workers: int = 0  # processes that make the provider calls (rlm/models/workers.py); 0: this one
-    # who makes provider calls: "auto" sends OpenAI-compatible endpoints through rlm's own client
-    # (rlm/models/openai_transport.py) and the rest through litellm; "litellm" sends every call there
-    transport: str = "auto"
     # seconds the native transport waits: for a connection, for a reply to start (a non-streamed reply
     # starts when it is complete; a slow local model may take minutes), and between pieces of a reply
     connect_timeout: float = 30.0
     first_byte_timeout: float = 600.0
     idle_timeout: float = 120.0
-    # model layer (rlm/models): fallbacks are {"model": ["fallback", ...]}; in the environment and on
-    # the command line "model=fb1,fb2;other=fb3"
-    fallbacks: dict[str, list[str]] | None = None
-    cache: bool = True
-    cache_dir: str | None = None  # default ~/.cache/rlm
-    cache_size_mb: int = 1024
-    cache_sampled: bool = False  # also cache calls with a temperature above 0
-    local_only: bool = False
-    local_networks: str | None = None  # CIDRs or host names that local-only mode also trusts
-    # models REPL code may ask for (llm_query(..., model=...)) besides the configured ones, comma-separated
-    # (a list in the config file); they are served through the run's api_base and key like its own
-    allowed_models: str | list[str] | None = None
-
-    def require_model(self) -> str:
-        if not self.model:
-            raise ConfigError(NO_MODEL_MESSAGE.format(config_path=config_path()))
-        return self.model
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a run and its one default, in parts; the engine's own objects (EngineSettings,
+    Limits, Timeouts, ModelLimits, the cache) are built each from its part and take their defaults
+    from here. Read a part's field (`settings.limits.max_cost`); set by public name (`updated`)."""
+
+    models: ModelSettings = field(default_factory=ModelSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    transport: TransportSettings = field(default_factory=TransportSettings)
+
+    def updated(self, **values: Any) -> Settings:
+        """A copy with settings replaced by their public names (`updated(max_cost=2.0)`)."""
+        by_part: dict[str, dict[str, Any]] = defaultdict(dict)
+        for name, value in values.items():
+            setting = _setting(name)
+            by_part[setting.part][setting.attribute] = value
+        parts = {part: dataclasses.replace(getattr(self, part), **changes) for part, changes in by_part.items()}
+        return dataclasses.replace(self, **parts)
+
+    def named(self) -> dict[str, Any]:
+        """Every setting by its public name."""
+        return {name: getattr(getattr(self, s.part), s.attribute) for name, s in SETTINGS.items()}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where a public setting name lives: its part, its field there, and that field's type."""
+
+    part: str
+    attribute: str
+    kind: Any
+
+
+def _settings_table() -> dict[str, Setting]:
+    table: dict[str, Setting] = {}
+    for part in fields(Settings):
+        part_type = type(part.default_factory())  # type: ignore[misc]
+        hints = get_type_hints(part_type)
+        for spec in fields(part_type):
+            table[spec.metadata.get("setting", spec.name)] = Setting(part.name, spec.name, hints[spec.name])
+    return table
+
+
+SETTINGS = _settings_table()  # public name -> its place; every source of settings goes through it
 DEFAULTS = Settings()  # what a run gets when nothing is set; other defaults are read from here
 
 
-def allowed_models(settings: Settings) -> frozenset[str]:
-    """The allowed_models setting as a set of names (it is text, or a list in the config file)."""
-    value = settings.allowed_models or ()
-    names = value.split(",") if isinstance(value, str) else value
-    return frozenset(name.strip() for name in names if str(name).strip())
+def _setting(name: str) -> Setting:
+    try:
+        return SETTINGS[name]
+    except KeyError:
+        raise ConfigError(f"Unknown setting: {name}.") from None
 
 
 def config_path() -> Path:
@@ -199,50 +291,55 @@ def _check_model_limits(limits: dict[str, dict[str, int]] | None) -> None:
 
 def resolve_settings(**explicit: Any) -> Settings:
     """Explicit values win (None means "not given"), then RLM_<NAME> variables, then the file."""
-    unknown = set(explicit) - {f.name for f in fields(Settings)}
+    unknown = set(explicit) - set(SETTINGS)
     if unknown:
         raise ConfigError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
-    hints = get_type_hints(Settings)
     from_file = _read_config_file()
     values: dict[str, Any] = {}
-    for spec in fields(Settings):
-        name = spec.name
+    for name, setting in SETTINGS.items():
         if explicit.get(name) is not None:
             values[name] = explicit[name]
         elif (env := os.environ.get(ENV_PREFIX + name.upper())) is not None:
-            values[name] = _convert(name, env, hints[name], f"${ENV_PREFIX}{name.upper()}")
+            values[name] = _convert(name, env, setting.kind, f"${ENV_PREFIX}{name.upper()}")
         elif name in from_file:
-            values[name] = _convert(name, from_file[name], hints[name], str(config_path()))
+            values[name] = _convert(name, from_file[name], setting.kind, str(config_path()))
     if values.get("max_calls") == 0:
         values["max_calls"] = None  # 0 lifts the default call limit
-    settings = Settings(**values)
-    if settings.after_block not in ("continue", "stop", "wait"):
-        raise ConfigError(f"after_block must be 'continue', 'stop' or 'wait', got {settings.after_block!r}.")
-    if settings.transport not in ("auto", "litellm"):
-        raise ConfigError(f"transport must be 'auto' or 'litellm', got {settings.transport!r}.")
-    if settings.sandbox not in ("process", "inprocess"):
-        raise ConfigError(f"sandbox must be 'process' or 'inprocess', got {settings.sandbox!r}.")
-    _check_model_limits(settings.model_limits)
+    settings = DEFAULTS.updated(**values)
+    _check_choices(settings)
+    _check_model_limits(settings.limits.model_limits)
     _check_positive(settings)
     return settings
 
 
+def _check_choices(settings: Settings) -> None:
+    for name, value, choices in (
+        ("after_block", settings.output.after_block, ("continue", "stop", "wait")),
+        ("transport", settings.transport.kind, ("auto", "litellm")),
+        ("sandbox", settings.sandbox.mode, ("process", "inprocess")),
+    ):
+        if value not in choices:
+            allowed = ", ".join(repr(choice) for choice in choices[:-1]) + f" or {choices[-1]!r}"
+            raise ConfigError(f"{name} must be {allowed}, got {value!r}.")
+
+
 def _check_positive(settings: Settings) -> None:
     """Counts and limits must be positive: a zero would stop every run before it starts."""
+    named = settings.named()
     for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
-        if getattr(settings, name) <= 0:
-            raise ConfigError(f"{name} must be above 0 seconds, got {getattr(settings, name)!r}.")
-    if settings.cell_timeout is not None and settings.cell_timeout < 1:
+        if named[name] <= 0:
+            raise ConfigError(f"{name} must be above 0 seconds, got {named[name]!r}.")
+    if named["cell_timeout"] is not None and named["cell_timeout"] < 1:
         raise ConfigError(
-            f"cell_timeout must be at least 1 second (unset: the sandbox's default), got {settings.cell_timeout!r}."
+            f"cell_timeout must be at least 1 second (unset: the sandbox's default), got {named['cell_timeout']!r}."
         )
-    if settings.cell_cpu is not None and settings.cell_cpu <= 0:
-        raise ConfigError(f"cell_cpu must be above 0 seconds (unset: half of cell_timeout), got {settings.cell_cpu!r}.")
+    if named["cell_cpu"] is not None and named["cell_cpu"] <= 0:
+        raise ConfigError(f"cell_cpu must be above 0 seconds (unset: half of cell_timeout), got {named['cell_cpu']!r}.")
     for name in ("max_iterations", "max_depth", "max_output_chars", "max_in_flight"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)!r}.")
-    if settings.call_workers < 0:
-        raise ConfigError(f"call_workers must be 0 (calls made here) or more, got {settings.call_workers!r}.")
+        if named[name] < 1:
+            raise ConfigError(f"{name} must be at least 1, got {named[name]!r}.")
+    if named["call_workers"] < 0:
+        raise ConfigError(f"call_workers must be 0 (calls made here) or more, got {named['call_workers']!r}.")
     for name in (
         "timeout",
         "max_cost",
@@ -253,6 +350,6 @@ def _check_positive(settings: Settings) -> None:
         "tpm",
         "sandbox_memory_mb",
     ):
-        value = getattr(settings, name)
+        value = named[name]
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be above 0 (or unset for no limit), got {value!r}.")

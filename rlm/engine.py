@@ -38,32 +38,34 @@ FENCED = re.compile(r"```.*?(```|$)", re.DOTALL)
 class EngineSettings:
     """What the node loop needs of the settings; its defaults are `Settings`' (rlm/config.py)."""
 
-    max_iterations: int = DEFAULTS.max_iterations
-    max_depth: int = DEFAULTS.max_depth  # RLM levels, the root included: 1 means rlm_query falls back to llm_query
+    max_iterations: int = DEFAULTS.limits.max_iterations
+    # RLM levels, the root included: 1 means rlm_query falls back to llm_query
+    max_depth: int = DEFAULTS.limits.max_depth
     # "stop": the reply is cut at its first block, which runs at once; the model sees real output before
     #   it writes more, so it cannot build on (or FINAL) outputs it imagined. Fastest in
     #   benchmarks/bench_streaming.py (1.7x "wait", 1.3x "continue"), 72% fewer output tokens.
     # "continue": blocks run as their fences close while the reply keeps streaming.
     # "wait": blocks run after the whole reply has arrived (the official rlms behaviour, a baseline).
-    after_block: str = DEFAULTS.after_block
-    max_output_chars: int = DEFAULTS.max_output_chars
-    sandbox: str = DEFAULTS.sandbox  # "process" (a security boundary) or "inprocess" (trusted code only)
+    after_block: str = DEFAULTS.output.after_block
+    max_output_chars: int = DEFAULTS.output.max_output_chars
+    sandbox: str = DEFAULTS.sandbox.mode  # "process" (a security boundary) or "inprocess" (trusted code only)
     cell_limits: CellLimits = field(default_factory=CellLimits)
 
     @classmethod
     def of(cls, settings: Settings, context: Context) -> EngineSettings:
         """The engine's part of resolved settings; the REPL's memory cap grows with the context."""
-        cell_timeout = settings.cell_timeout or CellLimits().timeout_s
+        sandbox = settings.sandbox
+        cell_timeout = sandbox.cell_timeout or CellLimits().timeout_s
         return cls(
-            max_iterations=settings.max_iterations,
-            max_depth=settings.max_depth,
-            after_block=settings.after_block,
-            max_output_chars=settings.max_output_chars,
-            sandbox=settings.sandbox,
+            max_iterations=settings.limits.max_iterations,
+            max_depth=settings.limits.max_depth,
+            after_block=settings.output.after_block,
+            max_output_chars=settings.output.max_output_chars,
+            sandbox=sandbox.mode,
             cell_limits=CellLimits(
                 timeout_s=cell_timeout,
-                cpu_s=settings.cell_cpu or cell_timeout / 2,
-                memory_mb=settings.sandbox_memory_mb or sandbox_memory_for(context),
+                cpu_s=sandbox.cell_cpu or cell_timeout / 2,
+                memory_mb=sandbox.memory_mb or sandbox_memory_for(context),
             ),
         )
 

@@ -19,12 +19,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from asyncio_throttle import Throttler
 
-from rlm.config import DEFAULTS
+from rlm.config import DEFAULTS, LimitSettings
 from rlm.errors import ProviderError
 from rlm.types import CallOrigin
 
@@ -33,7 +33,7 @@ WINDOW_S = 60.0  # rpm and tpm are per minute
 
 @dataclass(frozen=True)
 class ModelLimits:
-    max_in_flight: int = DEFAULTS.max_in_flight
+    max_in_flight: int = DEFAULTS.limits.max_in_flight
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # prompt tokens per minute (estimated before sending)
 
@@ -186,6 +186,13 @@ class Scheduler:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     shared: SharedLimiter | None = field(default_factory=lambda: _shared_limiter)
     _gates: dict[str, _Gate] = field(default_factory=dict, init=False)
+
+    @classmethod
+    def of(cls, limits: LimitSettings) -> Scheduler:
+        """A run's scheduler: the rates of its settings for every model, overridden per model."""
+        default = ModelLimits(max_in_flight=limits.max_in_flight, rpm=limits.rpm, tpm=limits.tpm)
+        per_model = {model: replace(default, **table) for model, table in (limits.model_limits or {}).items()}
+        return cls(default=default, per_model=per_model)
 
     def _gate(self, model: str) -> _Gate:
         gate = self._gates.get(model)

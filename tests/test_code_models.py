@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rlm import RLM, Status
-from rlm.config import allowed_models, resolve_settings
+from rlm.config import resolve_settings
 from rlm.errors import ModelNotAllowed
 from rlm.models.provider import Endpoint
 from rlm.models.router import Routes
@@ -97,15 +97,15 @@ def test_requested_names_resolve_through_the_configuration() -> None:
 
 
 def test_allowed_models_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    assert allowed_models(resolve_settings(model=ROOT, allowed_models=" gpt-4o, openai/x ,")) == {"gpt-4o", "openai/x"}
+    assert resolve_settings(model=ROOT, allowed_models=" gpt-4o, openai/x ,").models.allowed() == {"gpt-4o", "openai/x"}
     monkeypatch.setenv("RLM_ALLOWED_MODELS", "a,b")
-    assert allowed_models(resolve_settings(model=ROOT)) == {"a", "b"}
+    assert resolve_settings(model=ROOT).models.allowed() == {"a", "b"}
     monkeypatch.delenv("RLM_ALLOWED_MODELS")
     config = tmp_path / "config.toml"
     config.write_text('allowed_models = ["c", "d"]\n')
     monkeypatch.setenv("RLM_CONFIG", str(config))
-    assert allowed_models(resolve_settings(model=ROOT)) == {"c", "d"}
-    assert allowed_models(resolve_settings(model=ROOT, allowed_models="")) == set()
+    assert resolve_settings(model=ROOT).models.allowed() == {"c", "d"}
+    assert resolve_settings(model=ROOT, allowed_models="").models.allowed() == set()
 
 
 def test_a_child_rlm_on_an_unconfigured_model_is_refused_too(scripted_server: ScriptedServer) -> None:

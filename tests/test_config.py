@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
-from dataclasses import fields
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from rlm.budget import Limits
 from rlm.cli import main
-from rlm.config import DEFAULT_MAX_CALLS, Settings, resolve_settings
+from rlm.config import DEFAULT_MAX_CALLS, DEFAULTS, SETTINGS, Settings, resolve_settings
 from rlm.context import Context
 from rlm.engine import EngineSettings
 from rlm.errors import ConfigError
@@ -37,16 +37,21 @@ def test_precedence_flag_then_environment_then_file(isolated: Path, monkeypatch:
     isolated.write_text('model = "from-file"\nsub_model = "sub-from-file"\nmax_cost = 1.5\n')
     monkeypatch.setenv("RLM_MODEL", "from-env")
     settings = resolve_settings(max_cost=None)
-    assert (settings.model, settings.sub_model, settings.max_cost) == ("from-env", "sub-from-file", 1.5)
-    assert resolve_settings(model="from-flag").model == "from-flag"
+    assert (settings.models.model, settings.models.sub_model, settings.limits.max_cost) == (
+        "from-env",
+        "sub-from-file",
+        1.5,
+    )
+    assert resolve_settings(model="from-flag").models.model == "from-flag"
 
 
 def test_model_limits_from_the_environment_and_the_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLM_MODEL_LIMITS", "openai/a=rpm:500,tpm:9000;ollama/b=max_in_flight:2")
-    assert resolve_settings().model_limits == {"openai/a": {"rpm": 500, "tpm": 9000}, "ollama/b": {"max_in_flight": 2}}
+    limits = resolve_settings().limits.model_limits
+    assert limits == {"openai/a": {"rpm": 500, "tpm": 9000}, "ollama/b": {"max_in_flight": 2}}
     monkeypatch.delenv("RLM_MODEL_LIMITS")
     isolated.write_text('[model_limits]\n"openai/a" = { rpm = 60 }\n')
-    assert resolve_settings().model_limits == {"openai/a": {"rpm": 60}}
+    assert resolve_settings().limits.model_limits == {"openai/a": {"rpm": 60}}
 
 
 @pytest.mark.parametrize(
@@ -93,7 +98,7 @@ def test_environment_text_becomes_the_fields_type(
     monkeypatch: pytest.MonkeyPatch, name: str, text: str, value: object
 ) -> None:
     monkeypatch.setenv(f"RLM_{name.upper()}", text)
-    got = getattr(resolve_settings(), name)
+    got = resolve_settings().named()[name]
     assert got == value and type(got) is type(value)
 
 
@@ -105,11 +110,37 @@ def test_none_is_refused_where_a_field_cannot_be_unset(monkeypatch: pytest.Monke
 
 def test_every_field_type_has_a_conversion() -> None:
     """A field of a new type fails here rather than being cast by the wrong converter at run time."""
-    hints = get_type_hints(Settings)
-    for spec in fields(Settings):
-        options = get_args(hints[spec.name]) or (hints[spec.name],)
-        known = {str, int, float, bool, type(None), list[str], dict[str, list[str]], dict[str, dict[str, int]]}
-        assert set(options) <= known, f"{spec.name}: {hints[spec.name]}"
+    known = {str, int, float, bool, type(None), list[str], dict[str, list[str]], dict[str, dict[str, int]]}
+    for name, setting in SETTINGS.items():
+        assert set(get_args(setting.kind) or (setting.kind,)) <= known, f"{name}: {setting.kind}"
+
+
+def _part_types() -> dict[str, type]:
+    return {part.name: type(getattr(DEFAULTS, part.name)) for part in fields(Settings)}
+
+
+def test_settings_are_frozen_parts_with_one_public_name_per_field() -> None:
+    """Every field of every part has exactly one public name, and the table reads the part's type."""
+    part_fields = [(part, spec.name) for part, cls in _part_types().items() for spec in fields(cls)]
+    assert sorted((s.part, s.attribute) for s in SETTINGS.values()) == sorted(part_fields)
+    for part, cls in _part_types().items():
+        assert get_type_hints(Settings)[part] is cls
+        with pytest.raises(FrozenInstanceError):
+            setattr(getattr(DEFAULTS, part), fields(cls)[0].name, None)
+    assert {"cache", "sandbox", "transport", "cache_dir", "sandbox_memory_mb"} <= set(SETTINGS)
+
+
+def test_settings_are_set_by_their_public_names() -> None:
+    changed = DEFAULTS.updated(cache=False, cache_dir="/c", sandbox="inprocess", max_cost=2.0, transport="litellm")
+    assert (changed.cache.enabled, changed.cache.dir, changed.sandbox.mode) == (False, "/c", "inprocess")
+    assert (changed.limits.max_cost, changed.transport.kind) == (2.0, "litellm")
+    assert changed.models == DEFAULTS.models and changed.output == DEFAULTS.output
+    assert changed.limits.max_iterations == DEFAULTS.limits.max_iterations
+    assert DEFAULTS.named()["max_cost"] is None  # the defaults are untouched
+    with pytest.raises(ConfigError, match="Unknown setting: max_costs"):
+        DEFAULTS.updated(max_costs=1)
+    with pytest.raises(ConfigError, match="Unknown setting"):
+        resolve_settings(cache_size=1)
 
 
 # fields of the engine's parts that a run fills from Settings, by the name of the setting
@@ -134,34 +165,44 @@ def _literal_defaults(cls: type) -> set[str]:
         node.target.id
         for node in body.body
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None
-        if isinstance(node.value, ast.Constant | ast.UnaryOp)
+        if isinstance(_default_of(node.value), ast.Constant | ast.UnaryOp)
     }
+
+
+def _default_of(value: ast.expr) -> ast.expr | None:
+    """The default a field declaration writes: `x = 3`, `field(default=3)` or `_public("name", 3)`."""
+    if not isinstance(value, ast.Call):
+        return value
+    named = {keyword.arg: keyword.value for keyword in value.keywords}
+    return named.get("default", value.args[-1] if value.args else None)
 
 
 @pytest.mark.parametrize(("part", "setting"), list(PARTS.items()), ids=lambda item: str(item))
 def test_every_default_is_declared_once(part: tuple[type, str], setting: str) -> None:
     cls, name = part
-    assert getattr(cls(), name) == getattr(Settings(), setting)
-    written = (name in _literal_defaults(cls)) + (setting in _literal_defaults(Settings))
-    assert written == 1, f"{cls.__name__}.{name} and Settings.{setting}: the default must be written in one of them"
+    home = SETTINGS[setting]
+    home_type = _part_types()[home.part]
+    assert getattr(cls(), name) == DEFAULTS.named()[setting]
+    written = (name in _literal_defaults(cls)) + (home.attribute in _literal_defaults(home_type))
+    assert written == 1, f"{cls.__name__}.{name} and {home_type.__name__}.{home.attribute}: write the default once"
 
 
 def test_the_response_cache_defaults_are_the_settings() -> None:
     options = inspect.signature(ResponseCache).parameters
-    assert options["size_limit"].default == Settings().cache_size_mb << 20
-    assert options["cache_sampled"].default is Settings().cache_sampled
+    assert options["size_limit"].default == DEFAULTS.cache.size_mb << 20
+    assert options["cache_sampled"].default is DEFAULTS.cache.sampled
 
 
 def test_limits_are_unbounded_unless_the_settings_bound_them() -> None:
     assert all(getattr(Limits(), spec.name) is None for spec in fields(Limits))
-    assert Limits.of(Settings()) == Limits(max_calls=DEFAULT_MAX_CALLS)
+    assert Limits.of(DEFAULTS.limits) == Limits(max_calls=DEFAULT_MAX_CALLS)
 
 
 def test_the_engine_settings_of_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLM_CELL_TIMEOUT", "40")
     settings = resolve_settings(max_depth=3)
     engine = EngineSettings.of(settings, Context.from_value("x" * (10 << 20)))
-    assert engine.max_depth == 3 and engine.max_iterations == Settings().max_iterations
+    assert engine.max_depth == 3 and engine.max_iterations == DEFAULTS.limits.max_iterations
     limits = engine.cell_limits
     assert (limits.timeout_s, limits.cpu_s, limits.memory_mb) == (40.0, 20.0, CellLimits().memory_mb + 40)
     monkeypatch.delenv("RLM_CELL_TIMEOUT")
@@ -182,8 +223,8 @@ def test_the_command_line_leaves_defaults_to_the_settings() -> None:
     assert all(value in (None, ()) for value in engine.values()), engine  # () : no --fallback given
     help_text = CliRunner().invoke(main, ["query", "--help"], terminal_width=200).output
     assert "{" not in help_text
-    assert f"(default {Settings().max_iterations})" in help_text
+    assert f"(default {DEFAULTS.limits.max_iterations})" in help_text
     assert f"(default {CellLimits().timeout_s:g})" in help_text
 
 
-SETTING_NAMES = {spec.name for spec in fields(Settings)}
+SETTING_NAMES = set(SETTINGS)

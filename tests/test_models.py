@@ -463,8 +463,8 @@ def test_model_layer_settings_from_the_environment(monkeypatch, tmp_path: Path) 
     monkeypatch.setenv("RLM_LOCAL_ONLY", "1")
     monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path))
     settings = resolve_settings()
-    assert settings.fallbacks == {"openai/a": ["openai/b", "openai/c"], "openai/d": ["openai/e"]}
-    assert (settings.cache, settings.local_only, settings.cache_dir) == (False, True, str(tmp_path))
+    assert settings.models.fallbacks == {"openai/a": ["openai/b", "openai/c"], "openai/d": ["openai/e"]}
+    assert (settings.cache.enabled, settings.models.local_only, settings.cache.dir) == (False, True, str(tmp_path))
     monkeypatch.setenv("RLM_FALLBACKS", "openai/a")
     with pytest.raises(ConfigError, match="MODEL=FALLBACK"):
         resolve_settings()
@@ -604,7 +604,7 @@ def test_temperature_from_settings_reaches_every_call(scripted_server: ScriptedS
     scripted_server.script("scripted-sub", recorded(sub_policy))
     monkeypatch.setenv("RLM_TEMPERATURE", "0.25")
     engine = demo_rlm(scripted_server)
-    assert engine.settings.temperature == 0.25
+    assert engine.settings.models.temperature == 0.25
     assert engine.query(make_demo_log(500), DEMO_QUESTION).ok
     assert {model for model, _ in seen} == {"scripted-root", "scripted-sub"}
     assert {temperature for _, temperature in seen} == {0.25}
@@ -629,7 +629,7 @@ def test_sampled_settings_are_cached_only_when_asked(tmp_path: Path) -> None:
     from rlm.models.build import routes_from
 
     routes = routes_from(
-        resolve_settings(model="openai/a", sub_model="openai/b", aggregate_model="openai/c", temperature=0.7)
+        resolve_settings(model="openai/a", sub_model="openai/b", aggregate_model="openai/c", temperature=0.7).models
     )
     assert {e.params["temperature"] for e in routes.configured()} == {0.7}
     assert routes.named("anthropic/claude-sonnet-4-5").params == {"temperature": 0.7}

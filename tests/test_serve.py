@@ -244,7 +244,7 @@ def test_every_run_has_a_wall_time_limit_even_when_the_operator_set_none(
     assert wait_until(lambda: all(r.outcome == "disconnected" for r in scripted_server.records(ROOT_NAME)))
     scripted_server.script(ROOT_NAME, ["FINAL(in time)"])
     operator = serve(engine={"timeout": 30}, default_timeout_s=0.5)  # the operator's --timeout wins
-    assert operator.service.engine.settings.timeout == 30
+    assert operator.service.engine.settings.limits.timeout == 30
     assert _post(operator, _ask()).json()["choices"][0]["message"]["content"] == "in time"
 
 

@@ -6,7 +6,7 @@ Kept apart from `rlm/api.py` so that every setting of the model layer is read in
 from __future__ import annotations
 
 from rlm.budget import Budget
-from rlm.config import Settings, allowed_models
+from rlm.config import CacheSettings, ModelSettings, Settings, TransportSettings
 from rlm.events import EventLog
 from rlm.models.cache import ResponseCache
 from rlm.models.gateway import ModelGateway, select_transport
@@ -19,7 +19,7 @@ from rlm.scheduler import Scheduler
 from rlm.tokens import preload
 
 
-def routes_from(settings: Settings) -> Routes:
+def routes_from(settings: ModelSettings) -> Routes:
     """Every configured endpoint carries the sampling parameters (models named later inherit the
     sub-model's, see `Routes.named`)."""
     params = {} if settings.temperature is None else {"temperature": settings.temperature}
@@ -35,19 +35,17 @@ def routes_from(settings: Settings) -> Routes:
         if settings.aggregate_model
         else None,
         fallbacks=fallbacks,
-        allowed=allowed_models(settings),
+        allowed=settings.allowed(),
     )
 
 
-def open_cache(settings: Settings) -> ResponseCache | None:
-    if not settings.cache:
+def open_cache(settings: CacheSettings) -> ResponseCache | None:
+    if not settings.enabled:
         return None
-    return ResponseCache(
-        settings.cache_dir, size_limit=settings.cache_size_mb << 20, cache_sampled=settings.cache_sampled
-    )
+    return ResponseCache(settings.dir, size_limit=settings.size_mb << 20, cache_sampled=settings.sampled)
 
 
-def timeouts_of(settings: Settings) -> Timeouts:
+def timeouts_of(settings: TransportSettings) -> Timeouts:
     """How long every provider call of the run waits, whichever transport makes it."""
     return Timeouts(settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout)
 
@@ -64,17 +62,14 @@ def build_gateway(
     """The run's gateway; raises LocalOnlyViolation at once if local-only mode forbids a configured model."""
     preload()  # token counts and prices are needed by the first call at the latest: load while the run starts
     preload_table()
+    models = settings.models
     return ModelGateway(
-        Router(routes_from(settings), policy),
+        Router(routes_from(models), policy),
         budget=budget,
         scheduler=scheduler,
         events=events,
-        cache=open_cache(settings),
-        local_only=LocalPolicy.from_setting(settings.local_networks) if settings.local_only else None,
+        cache=open_cache(settings.cache),
+        local_only=LocalPolicy.from_setting(models.local_networks) if models.local_only else None,
         workers=workers,
-        transport=select_transport(
-            settings.transport,
-            timeouts_of(settings),
-            workers,
-        ),
+        transport=select_transport(settings.transport.kind, timeouts_of(settings.transport), workers),
     )

@@ -149,8 +149,8 @@ class ResponseCache:
         self,
         directory: str | Path | None = None,
         *,
-        size_limit: int = DEFAULTS.cache_size_mb << 20,
-        cache_sampled: bool = DEFAULTS.cache_sampled,
+        size_limit: int = DEFAULTS.cache.size_mb << 20,
+        cache_sampled: bool = DEFAULTS.cache.sampled,
     ) -> None:
         self.directory = self.location(directory)
         self.cache_sampled = cache_sampled

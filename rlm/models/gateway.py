@@ -72,7 +72,7 @@ class AutoTransport:
 
 
 def select_transport(
-    mode: str = DEFAULTS.transport, timeouts: Timeouts | None = None, litellm_calls: Transport | None = None
+    mode: str = DEFAULTS.transport.kind, timeouts: Timeouts | None = None, litellm_calls: Transport | None = None
 ) -> Transport:
     """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm).
     `litellm_calls` makes the litellm calls (call workers); default: litellm in this process."""

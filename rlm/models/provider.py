@@ -37,9 +37,9 @@ class Timeouts:
     minutes over a long prompt; a non-streamed reply starts when it is complete), and between two
     pieces of a reply that has started. A wait that runs out is a transient error (retried)."""
 
-    connect_s: float = DEFAULTS.connect_timeout
-    first_byte_s: float = DEFAULTS.first_byte_timeout
-    idle_s: float = DEFAULTS.idle_timeout
+    connect_s: float = DEFAULTS.transport.connect_timeout
+    first_byte_s: float = DEFAULTS.transport.first_byte_timeout
+    idle_s: float = DEFAULTS.transport.idle_timeout
 
     def expired(self, wait: Wait, model: str) -> ProviderError:
         """The error of a wait that ran out, naming the setting that bounds it."""

@@ -10,7 +10,6 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -33,13 +32,13 @@ class RLMService:
     """The aiohttp application: routes, auth, limits and one RLM run per chat request."""
 
     def __init__(self, engine: RLM, options: ServeOptions) -> None:
-        if engine.settings.timeout is None:
+        if engine.settings.limits.timeout is None:
             engine = copy.copy(engine)
-            engine.settings = replace(engine.settings, timeout=options.default_timeout_s)
+            engine.settings = engine.settings.updated(timeout=options.default_timeout_s)
         self.engine = engine
         self.options = options
         self.roots = [root.resolve(strict=True) for root in options.context_roots]
-        self.root_model = engine.settings.require_model()
+        self.root_model = engine.settings.models.require_model()
         self.model_names = [SERVED_NAME, f"{SERVED_NAME}/{self.root_model}"]
         self.metrics = Metrics()
         self.uploads = Uploads(options.max_files, options.max_upload_bytes, options.upload_ttl_s)
@@ -148,7 +147,7 @@ class RLMService:
         question, history = fmt.split_messages(body.get("messages"))
         ext = fmt.extension_of(body)
         engine = copy.copy(self.engine)
-        engine.settings = replace(self.engine.settings, **fmt.cap_budget(self.engine.settings, ext))
+        engine.settings = self.engine.settings.updated(**fmt.cap_budget(self.engine.settings, ext))
         # checked before anything runs, so a bad path or id costs nothing
         paths = [resolve_under_roots(name, self.roots) for name in ext.get("context_files", [])]
         uploads = [self.uploads.get(file_id) for file_id in ext.get("file_ids", [])]

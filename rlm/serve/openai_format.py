@@ -130,7 +130,7 @@ def cap_budget(settings: Any, asked: dict[str, Any]) -> dict[str, Any]:
             raise ApiError(400, f"rlm.{name} must be a positive number", "invalid_budget", f"rlm.{name}")
         if kind is int and value != int(value):
             raise ApiError(400, f"rlm.{name} must be a whole number", "invalid_budget", f"rlm.{name}")
-        operator = getattr(settings, name)
+        operator = getattr(settings.limits, name)
         capped[name] = kind(value) if operator is None else min(operator, kind(value))
     return capped
 

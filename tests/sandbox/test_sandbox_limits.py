@@ -58,7 +58,7 @@ def test_the_call_budget_is_lifted_by_zero_or_none(
         monkeypatch.delenv("RLM_MAX_CALLS", raising=False)
     else:
         monkeypatch.setenv("RLM_MAX_CALLS", env)
-    assert resolve_settings(max_calls=explicit).max_calls == expected
+    assert resolve_settings(max_calls=explicit).limits.max_calls == expected
 
 
 BIG_PROMPTS = """
@@ -170,6 +170,6 @@ def test_the_cpu_time_of_a_cell_defaults_to_half_its_timeout_and_must_be_positiv
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("RLM_CELL_CPU", raising=False)
-    assert resolve_settings(cell_timeout=60).cell_cpu is None  # the engine gives a cell 30 s of CPU
+    assert resolve_settings(cell_timeout=60).sandbox.cell_cpu is None  # the engine gives a cell 30 s of CPU
     with pytest.raises(ConfigError, match="cell_cpu must be above 0 seconds"):
         resolve_settings(cell_cpu=-1)
