@@ -16,7 +16,8 @@ from rich.text import Text as RichText
 from rich.tree import Tree
 
 from rlm.terminal import neutralise
-from rlm.view.trace import MAX_CHARS, Call, Cell, Node, Text, Trace, TraceReader, Turn, call_of, open_trace
+from rlm.view.trace import MAX_CHARS, TraceReader, call_of, open_trace
+from rlm.view.tree import Call, Cell, Node, Text, Trace, Turn
 
 MAX_LINES = 8  # of each text shown by default (--max-lines N, --full for all)
 LINE_CHARS = 240  # of each line shown by default

@@ -11,7 +11,7 @@ from __future__ import annotations
 from rlm.view.console import REPL_BLOCK, count, money, seconds
 from rlm.view.page import esc, page_html
 from rlm.view.timeline import LEGEND, Bar, timeline
-from rlm.view.trace import Call, Cell, Node, Text, Totals, Trace, Turn
+from rlm.view.tree import Call, Cell, Node, Text, Totals, Trace, Turn
 
 CALL_CHARS = 500  # of each call's prompt and response put in the page (cell texts are kept as read)
 OPEN_ITEMS = 200  # traces with at most this many calls and cells open every turn and cell; bigger ones start closed

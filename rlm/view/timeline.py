@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlm.view.page import esc
-from rlm.view.trace import Node, Trace
+from rlm.view.tree import Node, Trace
 
 LANES = 12  # bars stacked per timeline row at most; more concurrent ones share lanes
 LANE_PX = 14
