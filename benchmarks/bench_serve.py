@@ -68,7 +68,7 @@ def start_serve(base_url: str, clients: int) -> tuple[subprocess.Popen[str], str
     """`rlm serve` on a free port; returns the process and its /v1 URL once it listens."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
     env["RLM_CONFIG"] = os.devnull
-    command = [sys.executable, "-m", "rlm.cli", "serve", "--port", "0", "--max-concurrent", str(clients)]
+    command = [sys.executable, "-m", "rlm", "serve", "--port", "0", "--max-concurrent", str(clients)]
     command += ["--model", "openai/root", "--sub-model", "openai/sub", "--api-base", base_url, "--api-key", "sk-local"]
     process = subprocess.Popen([*command, *ENGINE], stderr=subprocess.PIPE, text=True, env=env)
     assert process.stderr is not None
@@ -81,7 +81,7 @@ def start_serve(base_url: str, clients: int) -> tuple[subprocess.Popen[str], str
 
 def query_command(base_url: str, q: str) -> list[str]:
     """A bare `rlm query` of the same run, its context on stdin."""
-    command = [sys.executable, "-m", "rlm.cli", "query", q, "--context", "-"]
+    command = [sys.executable, "-m", "rlm", "query", q, "--context", "-"]
     return [*command, "--model", "openai/root", "--sub-model", "openai/sub", "--api-base", base_url, *ENGINE]
 
 

@@ -230,7 +230,7 @@ def test_sweep_stops_when_the_first_tasks_all_fail(tmp_path: Path) -> None:
 def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
     env |= {"RLM_CACHE": "false", "RLM_CONFIG": str(tmp_path / "absent.toml")}
-    command = [sys.executable, "-m", "rlm.cli", "bench", *args]
+    command = [sys.executable, "-m", "rlm", "bench", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
 
 

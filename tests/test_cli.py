@@ -16,7 +16,7 @@ from rlm.scripted import Reply, ScriptedServer
 from rlm.scripted.demo import DEMO_QUESTION, install_demo, make_demo_log
 from tests.test_engine import demo_truth
 
-RLM_COMMAND = [sys.executable, "-m", "rlm.cli"]
+RLM_COMMAND = [sys.executable, "-m", "rlm"]
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from rlm import RLM, Status
 from rlm.budget import Budget, Limits
-from rlm.cli import EXIT_PROVIDER, main
+from rlm.cli import main
+from rlm.cli.common import EXIT_PROVIDER
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.events import EventLog
 from rlm.models.gateway import ModelGateway, Transport

@@ -336,7 +336,7 @@ def test_the_cli_refuses_to_listen_off_loopback_without_a_key(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
     env["RLM_CONFIG"] = str(tmp_path / "absent.toml")
     done = subprocess.run(
-        [sys.executable, "-m", "rlm.cli", "serve", "--host", "0.0.0.0", "--model", ROOT],
+        [sys.executable, "-m", "rlm", "serve", "--host", "0.0.0.0", "--model", ROOT],
         capture_output=True,
         text=True,
         env=env,
@@ -360,7 +360,7 @@ def test_rlm_serve_as_a_process_answers_the_openai_client_and_stops_on_ctrl_c(
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
     env["RLM_CONFIG"] = str(tmp_path / "absent.toml")
     env["RLM_SERVE_KEY"] = "s3cret"
-    command = [sys.executable, "-m", "rlm.cli", "serve", "--port", "0", "--context-root", str(root)]
+    command = [sys.executable, "-m", "rlm", "serve", "--port", "0", "--context-root", str(root)]
     command += ["--model", ROOT, "--api-base", scripted_server.base_url, "--api-key", "sk-local"]
     process = subprocess.Popen([*command], stderr=subprocess.PIPE, text=True, env=env)
     try:
