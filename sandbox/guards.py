@@ -127,6 +127,11 @@ def _restricted() -> dict[type, frozenset[str]]:
     return _RESTRICTED
 
 
+def _in_restricted_package(module: str) -> bool:
+    """Whether a class comes from rlm.context or rlm.search, the package or any module in it."""
+    return module in ("rlm.context", "rlm.search") or module.startswith(("rlm.context.", "rlm.search."))
+
+
 def _allowed_names(obj: Any) -> frozenset[str] | None:
     """The allow-list that applies to `obj` (a context object, its class, or a super() of one)."""
     table = _RESTRICTED or _restricted()
@@ -140,7 +145,7 @@ def _allowed_names(obj: Any) -> frozenset[str] | None:
         return table[kind]
     if isinstance(obj, type) and obj in table:
         return table[obj]
-    if kind.__module__.startswith(("rlm.context.", "rlm.search.")) and not isinstance(obj, type):
+    if _in_restricted_package(kind.__module__) and not isinstance(obj, type):
         return frozenset()  # any other object of those packages: nothing
     return None
 
