@@ -42,7 +42,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from rlm.bridge import gather_items
 from rlm.budget import Budget, Limits
 from rlm.context import Context
-from rlm.engine import EngineSettings, Node, Tree
+from rlm.engine import EngineSettings, Tree
 from rlm.events import EventLog
 from rlm.fences import CodeBlock
 from rlm.loop import run
@@ -51,6 +51,7 @@ from rlm.models.gateway import ModelGateway, Routes, select_transport
 from rlm.models.pricing import own_process
 from rlm.models.provider import Endpoint, litellm
 from rlm.models.workers import CallWorkers
+from rlm.node import Node
 from rlm.scheduler import ModelLimits, Scheduler
 from rlm.scripted import ChatRequest, Reply, ScriptedServer
 from rlm.scripted.policies import BENCH_FAN_OUT, BENCH_TURN_S, POLICIES, _bench_root, _bench_sub

@@ -1,7 +1,7 @@
 """The host side of the sandbox's calls: `llm_query`, `rlm_query` and their batched forms.
 
 REPL code calls these through its session; they come back here and run on the engine's event loop.
-`HostCalls` is the part of a `Node` (rlm/engine.py) that serves them: sub-calls through the gateway,
+`HostCalls` is the part of a `Node` (rlm/node.py) that serves them: sub-calls through the gateway,
 prefetched calls for a serial loop, and child RLMs (a new node of the same class, one level deeper).
 """
 
@@ -19,7 +19,8 @@ from sandbox.plain import context_of_ref
 from sandbox.protocol import PREFETCH_CALL
 
 if TYPE_CHECKING:
-    from rlm.engine import NodeResult, Tree
+    from rlm.engine import Tree
+    from rlm.node import NodeResult
 
 # A child's prompt longer than this is not repeated as its question; the child reads it from `context`.
 INLINE_QUESTION_CHARS = 4000

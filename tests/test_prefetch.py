@@ -13,11 +13,12 @@ from typing import Any
 
 from rlm.budget import Budget, Limits
 from rlm.context import Context
-from rlm.engine import EngineSettings, Node, Tree
+from rlm.engine import EngineSettings, Tree
 from rlm.events import EventLog
 from rlm.fences import CodeBlock
 from rlm.models.gateway import ModelGateway, Routes
 from rlm.models.provider import Endpoint
+from rlm.node import Node
 from rlm.scheduler import ModelLimits, RetryPolicy, Scheduler
 from rlm.scripted import ChatRequest, Fault, Reply, ScriptedServer
 from rlm.speculation import SpeculativeCalls

@@ -452,7 +452,7 @@ def test_the_engine_rebuilds_a_child_context_only_from_its_own(monkeypatch: pyte
 
     import rlm.context.views
     from rlm.context import Context
-    from rlm.engine import Node
+    from rlm.node import Node
     from sandbox.plain import ContextRefused, context_of_ref
 
     secret = tmp_path / "secret.txt"
