@@ -409,32 +409,3 @@ def test_timeout_cancels_every_descendant(scripted_server: ScriptedServer) -> No
     assert result.status is Status.TIMEOUT
     subs = scripted_server.records("sub")
     assert subs and all(r.outcome == "disconnected" for r in subs)
-
-
-def test_concurrent_repls_keep_their_own_output(tmp_path: Any) -> None:
-    """In-process REPLs run in threads at once: each sees only its own prints; nobody changes cwd."""
-    import os
-
-    from sandbox import open_session
-
-    class Bridge:
-        async def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> str:
-            await asyncio.sleep(0.01)
-            return "ok"
-
-    cell = 'for i in range(30):\n    print("{name}", i, llm_query("x"))\n'
-
-    async def main() -> list[str]:
-        sessions = [await open_session(None, Bridge(), mode="inprocess") for _ in range(4)]
-        try:
-            outcomes = await asyncio.gather(*(s.run_cell(cell.format(name=f"r{n}")) for n, s in enumerate(sessions)))
-        finally:
-            for session in sessions:
-                await session.aclose()
-        return [o.stdout for o in outcomes]
-
-    cwd = os.getcwd()
-    outputs = run(main())
-    assert os.getcwd() == cwd
-    for n, out in enumerate(outputs):
-        assert out.splitlines() == [f"r{n} {i} ok" for i in range(30)]

@@ -1,9 +1,11 @@
 """Session life cycle: opening (modes, context specs), sub-calls over the channel and the roles they
-carry, time spent waiting on the host, sessions side by side on one loop, caps on answers, closing."""
+carry, time spent waiting on the host, sessions side by side (on one loop; in-process ones in threads,
+each with its own output), caps on answers, closing."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -125,6 +127,32 @@ def test_sessions_run_concurrently_on_one_loop() -> None:
         await second.aclose()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_repls_keep_their_own_output(tmp_path: Any) -> None:
+    """In-process REPLs run in threads at once: each sees only its own prints; nobody changes cwd."""
+
+    class Bridge:
+        async def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+            await asyncio.sleep(0.01)
+            return "ok"
+
+    cell = 'for i in range(30):\n    print("{name}", i, llm_query("x"))\n'
+
+    async def main() -> list[str]:
+        sessions = [await open_session(None, Bridge(), mode="inprocess") for _ in range(4)]
+        try:
+            outcomes = await asyncio.gather(*(s.run_cell(cell.format(name=f"r{n}")) for n, s in enumerate(sessions)))
+        finally:
+            for session in sessions:
+                await session.aclose()
+        return [o.stdout for o in outcomes]
+
+    cwd = os.getcwd()
+    outputs = asyncio.run(main())
+    assert os.getcwd() == cwd
+    for n, out in enumerate(outputs):
+        assert out.splitlines() == [f"r{n} {i} ok" for i in range(30)]
 
 
 def test_answer_and_final_are_capped(fresh: Repl) -> None:
