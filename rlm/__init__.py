@@ -16,7 +16,7 @@ __all__ = ["RLM", "Context", "RLMResult", "Status", "Usage"]
 
 _EXPORTS = {
     "RLM": "rlm.api",
-    "RLMResult": "rlm.api",
+    "RLMResult": "rlm.api.result",
     "Context": "rlm.context",
     "Status": "rlm.types",
     "Usage": "rlm.types",

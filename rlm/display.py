@@ -2,8 +2,8 @@
 
 `RLMResult` shows itself as a short text block (and escaped HTML in Jupyter) instead of a dataclass
 repr hundreds of characters long; `NotebookProgress` keeps one live status line in a notebook cell
-while a query runs and leaves a one-line summary when it ends. IPython is used only when the caller
-runs in it: rlm never imports it otherwise.
+while a query runs (`notebook_progress` subscribes it to the run's events) and leaves a one-line
+summary when it ends. IPython is used only when the caller runs in it: rlm never imports it otherwise.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import html
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rlm.events import Event
 
 if TYPE_CHECKING:
-    from rlm.api import RLMResult
+    from rlm.api.result import RLMResult
 
 ANSWER_CHARS = 400  # of the answer shown in a repr; the whole answer is `result.answer`
 TREE_LINES = 12  # nodes listed in a repr; the rest are counted
@@ -207,3 +208,42 @@ class NotebookProgress:
         """Replace the live line with the run's summary (or say it stopped without a result)."""
         text = f"rlm: {summary_line(result)}" if result is not None else "rlm: stopped without a result"
         self._update(f"<code>{html.escape(text)}</code>")
+
+
+def notebook_progress(
+    progress: bool | None, on_event: Callable[[Event], None] | None
+) -> tuple[NotebookProgress | None, Callable[[Event], None] | None]:
+    """A notebook status line when running in Jupyter (unless `progress` is False), and the event
+    subscriber that feeds it beside the caller's own `on_event`."""
+    if progress is False or not in_notebook():
+        return None, on_event
+    live = NotebookProgress()
+
+    def both(event: Event) -> None:
+        live(event)
+        if on_event:
+            on_event(event)
+
+    return live, both
+
+
+def finishing(live: NotebookProgress | None, run: Callable[[], RLMResult]) -> RLMResult:
+    """`run()`, then the status line (if any) replaced by the run's summary, whatever happened."""
+    result = None
+    try:
+        result = run()
+        return result
+    finally:
+        if live:
+            live.finish(result)
+
+
+async def afinishing(live: NotebookProgress | None, run: Awaitable[RLMResult]) -> RLMResult:
+    """`finishing` for a run awaited on the caller's loop."""
+    result = None
+    try:
+        result = await run
+        return result
+    finally:
+        if live:
+            live.finish(result)

@@ -25,7 +25,8 @@ from rlm.serve.uploads import Uploads
 from rlm.types import Status
 
 if TYPE_CHECKING:
-    from rlm.api import RLM, RLMResult
+    from rlm.api import RLM
+    from rlm.api.result import RLMResult
 
 
 class RLMService:

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rlm.api import RLMResult
+    from rlm.api.result import RLMResult
 
 
 class Metrics:

@@ -15,7 +15,7 @@ from rlm.events import Event
 from rlm.types import Status
 
 if TYPE_CHECKING:
-    from rlm.api import RLMResult
+    from rlm.api.result import RLMResult
 
 # Budget fields a request may set in its "rlm" extension; the operator's value, when set, is the cap.
 BUDGET_FIELDS: dict[str, type] = {

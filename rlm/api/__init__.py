@@ -1,30 +1,31 @@
 """`RLM`: the notebook and library face of the engine, one async core with a sync wrapper.
 
 `await rlm.aquery(...)` runs on the caller's loop. `rlm.query(...)` works anywhere, including inside a
-running event loop (a Jupyter cell), where it runs the same core on a private loop in a worker thread.
+running event loop (a Jupyter cell), where it runs the same core on a private loop in a worker thread
+(blocking.py). What a query returns is an `RLMResult` (result.py); in a notebook a live status line
+shows while it runs (rlm/display.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
-import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlm.api.blocking import blocking
+from rlm.api.result import RLMResult
 from rlm.budget import Budget, Limits
 from rlm.config import NO_MODEL_MESSAGE as CLI_NO_MODEL_MESSAGE
 from rlm.config import SETTINGS, Settings, config_path, resolve_settings
+from rlm.display import afinishing, finishing, notebook_progress
 from rlm.errors import ConfigError
 from rlm.events import Event, EventLog, TraceWriter
-from rlm.loop import run as run_loop
-from rlm.types import Status, Usage
+from rlm.types import Status
 
 if TYPE_CHECKING:
     from rlm.models.gateway import ModelGateway
@@ -60,73 +61,6 @@ def _python_words() -> Iterator[None]:
             exc.cli_message = str(exc)  # type: ignore[attr-defined]
             exc.args = (FLAG.sub(argument, str(exc)), *exc.args[1:])
         raise
-
-
-@dataclass
-class RLMResult:
-    """What a query produced. `status` says whether `answer` is complete or a partial best effort."""
-
-    answer: str | None
-    status: Status
-    usage: Usage
-    usage_by_model: dict[str, Usage]
-    sub_calls: int  # llm_query calls and child RLMs, the whole tree
-    wall_time_s: float
-    iterations: int
-    error: str | None = None
-    trajectory: list[Event] = field(default_factory=list, repr=False)
-    usage_by_role: dict[str, Usage] = field(default_factory=dict)  # spent per role: root, sub, aggregate
-    cache_hits: int = 0  # calls answered from the response cache (they cost nothing)
-    saved_usd: float = 0.0  # what the cache hits cost when they were made
-    saved_tokens: int = 0  # the tokens of the cache hits' replies when they were made
-
-    @property
-    def ok(self) -> bool:
-        return self.status is Status.COMPLETED
-
-    @property
-    def cost_usd(self) -> float:
-        return self.usage.cost_usd
-
-    @property
-    def cost_complete(self) -> bool:
-        """False when any call, live or from the cache, was to a model with no known price: a cached
-        call spends nothing, but the price of what it replays is as unknown as it was live."""
-        calls = (event for event in self.trajectory if event.get("type") == "model_call")
-        return self.usage.priced and all(event.get("priced", True) for event in calls)
-
-    def __repr__(self) -> str:
-        from rlm.display import result_text
-
-        return result_text(self)
-
-    __str__ = __repr__
-
-    def _repr_html_(self) -> str:
-        from rlm.display import result_html
-
-        return result_html(self)
-
-    def to_dict(self, *, trajectory: bool = False) -> dict[str, Any]:
-        data = {
-            "answer": self.answer,
-            "status": self.status.value,
-            "error": self.error,
-            "cost_usd": self.usage.cost_usd,
-            "cost_complete": self.cost_complete,
-            "usage": asdict(self.usage),
-            "usage_by_model": {model: asdict(usage) for model, usage in self.usage_by_model.items()},
-            "usage_by_role": {role: asdict(usage) for role, usage in self.usage_by_role.items()},
-            "cache_hits": self.cache_hits,
-            "saved_usd": self.saved_usd,
-            "saved_tokens": self.saved_tokens,
-            "sub_calls": self.sub_calls,
-            "iterations": self.iterations,
-            "wall_time_s": round(self.wall_time_s, 3),
-        }
-        if trajectory:
-            data["trajectory"] = self.trajectory
-        return data
 
 
 # what repr(RLM(...)) shows when set: the models and the limits, never the key
@@ -225,9 +159,9 @@ class RLM:
         documents), or a Context. `trace` writes every event
         to a JSONL file as it happens. In a Jupyter cell a live status line shows while it runs and a
         summary stays when it ends (`progress=False` turns it off)."""
-        live, on_event = _live(progress, on_event)
+        live, on_event = notebook_progress(progress, on_event)
         with _python_words():
-            return await _afinishing(live, self._aquery(context, question, trace, on_event, keep_cancelled))
+            return await afinishing(live, self._aquery(context, question, trace, on_event, keep_cancelled))
 
     async def _aquery(
         self,
@@ -280,9 +214,9 @@ class RLM:
     ) -> RLMResult:
         """The paper's baseline: the whole context (cut in the middle to fit the root model's window)
         and the question in one call to the root model, through the same gateway as an RLM run."""
-        live, on_event = _live(progress, on_event)
+        live, on_event = notebook_progress(progress, on_event)
         with _python_words():
-            return await _afinishing(live, self._adirect(context, question, trace, on_event, window))
+            return await afinishing(live, self._adirect(context, question, trace, on_event, window))
 
     async def _adirect(
         self,
@@ -332,53 +266,14 @@ class RLM:
         """Blocking `aquery`. Ctrl-C returns the partial result with status `interrupted`. In a Jupyter
         cell a live status line shows while it runs (`progress=False` turns it off)."""
         kwargs.setdefault("keep_cancelled", True)
-        live, kwargs["on_event"] = _live(progress, kwargs.get("on_event"))  # made here: it lands in this cell
-        return _finishing(live, lambda: _blocking(lambda: self.aquery(context, question, progress=False, **kwargs)))
+        # made here, in the caller's thread: the status line lands in this cell
+        live, kwargs["on_event"] = notebook_progress(progress, kwargs.get("on_event"))
+        return finishing(live, lambda: blocking(lambda: self.aquery(context, question, progress=False, **kwargs)))
 
     def direct(self, context: Any, question: str, *, progress: bool | None = None, **kwargs: Any) -> RLMResult:
         """Blocking `adirect`."""
-        live, kwargs["on_event"] = _live(progress, kwargs.get("on_event"))
-        return _finishing(live, lambda: _blocking(lambda: self.adirect(context, question, progress=False, **kwargs)))
-
-
-def _live(
-    progress: bool | None, on_event: Callable[[Event], None] | None
-) -> tuple[Any, Callable[[Event], None] | None]:
-    """A notebook status line when running in Jupyter (unless `progress` is False), and the event
-    subscriber that feeds it beside the caller's own `on_event`."""
-    from rlm.display import NotebookProgress, in_notebook
-
-    if progress is False or not in_notebook():
-        return None, on_event
-    live = NotebookProgress()
-
-    def both(event: Event) -> None:
-        live(event)
-        if on_event:
-            on_event(event)
-
-    return live, both
-
-
-def _finishing(live: Any, run: Callable[[], RLMResult]) -> RLMResult:
-    """`run()`, then the status line (if any) replaced by the run's summary, whatever happened."""
-    result = None
-    try:
-        result = run()
-        return result
-    finally:
-        if live:
-            live.finish(result)
-
-
-async def _afinishing(live: Any, run: Awaitable[RLMResult]) -> RLMResult:
-    result = None
-    try:
-        result = await run
-        return result
-    finally:
-        if live:
-            live.finish(result)
+        live, kwargs["on_event"] = notebook_progress(progress, kwargs.get("on_event"))
+        return finishing(live, lambda: blocking(lambda: self.adirect(context, question, progress=False, **kwargs)))
 
 
 def _as_context(context: Any) -> Any:
@@ -397,51 +292,3 @@ def _as_context(context: Any) -> Any:
     if isinstance(context, os.PathLike):
         return Context.from_path(context)
     return Context.from_value(context)
-
-
-def _blocking(start: Callable[[], Coroutine[Any, Any, RLMResult]]) -> RLMResult:
-    """Run a coroutine to completion from sync code, also inside a running event loop (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return run_loop(start())
-    return _run_in_thread(start)
-
-
-def _run_in_thread(start: Callable[[], Coroutine[Any, Any, RLMResult]]) -> RLMResult:
-    """Run on a private event loop in a worker thread (the caller's loop is busy running this cell).
-
-    A KeyboardInterrupt in the caller's thread (a notebook's interrupt) cancels the run on its loop,
-    which ends it cleanly with status `interrupted`; the thread is always waited for.
-    """
-    box: dict[str, Any] = {}
-    started, finished = threading.Event(), threading.Event()
-
-    async def main() -> RLMResult:
-        box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        started.set()
-        return await start()
-
-    def target() -> None:
-        try:
-            box["result"] = run_loop(main())
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-        finally:
-            started.set()
-            finished.set()
-
-    thread = threading.Thread(target=target, name="rlm-query", daemon=True)
-    thread.start()
-    while True:  # an Event, not Thread.join: an interrupted join can wrongly report the thread dead
-        try:
-            if finished.wait(0.1):
-                break
-        except KeyboardInterrupt:
-            started.wait()
-            if "task" in box:
-                box["loop"].call_soon_threadsafe(box["task"].cancel)
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
