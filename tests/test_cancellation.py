@@ -15,15 +15,11 @@ import pytest
 
 from rlm import RLM, Status
 from rlm.scripted import Reply, ScriptedServer
+from tests.leftovers import tasks_left
 from tests.waiting import eventually
 
 ROOT, SUB = "openai/test-root", "openai/test-sub"
 CELL = '```repl\nparts = llm_query_batched(["a", "b", "c"])\nprint(parts)\n```'
-
-
-def _ours(task: asyncio.Task) -> bool:
-    """litellm keeps one LoggingWorker task per loop: not ours."""
-    return "LoggingWorker" not in repr(task.get_coro())
 
 
 def _worker_children() -> list[str]:
@@ -68,8 +64,7 @@ def test_timeout_cancels_sub_calls_and_leaves_nothing_running(warm: ScriptedServ
         assert result.status is Status.TIMEOUT, result.error
         assert elapsed < 10
         # Nothing we started is still running on the loop the moment the run returns.
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and _ours(t)]
-        assert leftover == []
+        assert tasks_left() == set()
         subs = lambda: scripted_server.records("test-sub")  # noqa: E731
         assert await eventually(lambda: len(subs()) == 3 and all(r.outcome != "in_progress" for r in subs()))
         assert [r.outcome for r in subs()] == ["disconnected"] * 3
@@ -97,7 +92,7 @@ def test_inprocess_cancelled_cell_makes_no_more_calls(warm: ScriptedServer) -> N
     async def scenario() -> None:
         result = await rlm.aquery("ctx", "q")
         assert result.status is Status.TIMEOUT
-        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and _ours(t)] == []
+        assert tasks_left() == set()
         assert not [t for t in threading.enumerate() if t.name.startswith("rlm-repl")]
         await asyncio.sleep(0.5)  # a thread still running would send the next call now
         records = scripted_server.records("test-sub")

@@ -25,6 +25,7 @@ from rlm.speculation import SpeculativeCalls
 from rlm.types import CellOutcome
 from sandbox import open_session
 from sandbox.loop_plan import plan_loops
+from tests.leftovers import tasks_left
 
 
 def run_cells(server: ScriptedServer, *cells: str, limits: Limits | None = None) -> list[CellOutcome]:
@@ -43,16 +44,10 @@ def run_cells(server: ScriptedServer, *cells: str, limits: Limits | None = None)
             outcomes = [await node._run_block(session, CodeBlock(code, i, 0), 1) for i, code in enumerate(cells)]
         finally:
             await repl.aclose()
-        assert not ours_running()  # nothing speculative left running
+        assert not tasks_left()  # nothing speculative left running
         return outcomes
 
     return asyncio.run(main())
-
-
-def ours_running() -> set[asyncio.Task[Any]]:
-    """Tasks left besides this one, but litellm's own logging worker (one per loop, by design)."""
-    tasks = asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
-    return {t for t in tasks if "LoggingWorker" not in repr(t.get_coro())}
 
 
 def echo(ttft: float = 0.2, fail: Callable[[str], bool] = lambda p: False) -> Callable[[ChatRequest], Any]:

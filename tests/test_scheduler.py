@@ -21,6 +21,7 @@ from rlm.models.provider import Endpoint
 from rlm.scheduler import ModelLimits, RetryPolicy, Scheduler, TokenWindow
 from rlm.scripted import Drop, Fault, Reply, ScriptedServer
 from rlm.types import CallOrigin, Role, Status
+from tests.leftovers import tasks_left
 
 T = TypeVar("T")
 FAST_RETRY = RetryPolicy(base_s=0.01, cap_s=0.05)
@@ -58,12 +59,6 @@ async def until(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
-
-
-def others() -> set[asyncio.Task[Any]]:
-    """Tasks left besides this one, but litellm's own logging worker (one per loop, by design)."""
-    tasks = asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
-    return {t for t in tasks if "LoggingWorker" not in repr(t.get_coro())}
 
 
 # --- the scheduler alone ----------------------------------------------------------------------
@@ -281,7 +276,7 @@ def test_cancellation_leaves_nothing_running(scripted_server: ScriptedServer) ->
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
-        assert not others()
+        assert not tasks_left()
         assert gateway.scheduler.in_flight("openai/sub") == 0 and gateway.scheduler.waiting("openai/sub") == 0
         await until(lambda: all(r.outcome == "disconnected" for r in scripted_server.records("sub")), 5.0)
         await asyncio.sleep(0.2)
@@ -301,7 +296,7 @@ def test_a_cancelled_stream_closes_its_connection(scripted_server: ScriptedServe
         await stream.aclose()
         assert gateway.scheduler.in_flight("openai/sub") == 0
         await until(lambda: scripted_server.records("sub")[0].outcome == "disconnected", 5.0)
-        assert not others()
+        assert not tasks_left()
 
     run(main())
 
@@ -384,7 +379,7 @@ def query_tree(server: ScriptedServer, sub_ttft: float = 0.0, **options: Any) ->
     async def main() -> Any:
         result = await rlm.aquery("the context", "TOPQ")
         await asyncio.sleep(0.3)  # let the server record the disconnects
-        assert not others()
+        assert not tasks_left()
         return result
 
     return run(main())

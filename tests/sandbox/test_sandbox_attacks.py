@@ -135,7 +135,7 @@ ATTACKS = [
     ("rebind-final-in-function", "def f():\n    global FINAL\n    FINAL = None\nf()", None, "FINAL"),
     ("delete-show-vars", "del SHOW_VARS", None, "SHOW_VARS"),
     ("answer-not-dict", "answer = None", None, "answer"),
-    # str.format reached without the guards (review A3): a super() of a str subclass, format_map,
+    # str.format reached without the guards: a super() of a str subclass, format_map,
     # the unbound method through super(), and the format of a class deriving from str
     ("super-format", "class S(str):\n    pass\nsuper(S, S('{0.__class__.__mro__}')).format(1)", POLICY, "'_'"),
     (
@@ -153,7 +153,7 @@ ATTACKS = [
     ("super-unbound-format", "class S(str):\n    pass\nsuper(S, S).format('{0.__class__}', 1)", POLICY, "'_'"),
     ("str-subclass-format", "class S(str):\n    pass\nS('{0.__globals__}').format(helper)", POLICY, "'_'"),
     ("setattr-readable-dunder", "class A:\n    pass\nsetattr(A, '__name__', 'B')", POLICY, "cannot be assigned"),
-    # match statements (review C1): patterns may not read `_` attributes, format, or rebind guards
+    # match statements: patterns may not read `_` attributes, format, or rebind guards
     ("match-kwd-dunder", "match 1:\n    case int(__class__=c):\n        pass", POLICY, "'_'"),
     ("match-kwd-format", "match 'x{0.__class__}':\n    case str(format=f):\n        f(1)", POLICY, "'format'"),
     ("match-capture-guard", "match 1:\n    case _getattr_:\n        pass", POLICY, "starts with"),
@@ -165,7 +165,7 @@ ATTACKS = [
         POLICY,
         "frames",
     ),
-    # dunder methods stay an explicit list (review C2)
+    # dunder methods stay an explicit list
     ("class-del-method", "class A:\n    def __del__(self):\n        pass", POLICY, "starts with"),
     ("class-getattribute", "class A:\n    def __getattribute__(self, n):\n        return 1", POLICY, "starts with"),
     (
@@ -182,7 +182,7 @@ ATTACKS = [
     ),
     ("make-dataclass", "import dataclasses\ndataclasses.make_dataclass('X', ['a'])", EXC, "no attribute"),
     ("namedtuple-private-elsewhere", "class A:\n    pass\ngetattr(A(), '_asdict')", POLICY, "'_'"),
-    # the cell's own code after its timer stopped (review B4): nothing of the cell runs untimed
+    # the cell's own code after its timer stopped: nothing of the cell runs untimed
     (
         "answer-dict-subclass",
         "class D(dict):\n    def get(self, k, d=None):\n        while True:\n            pass\nanswer = D()",
@@ -215,7 +215,7 @@ ATTACKS = [
     # sub-call floods: one batch is capped before anything is sent
     ("llm-batch-huge", "llm_query_batched(['x'] * 10**6)", EXC, "at most 1,000 prompts per call, got 1,000,000"),
     ("rlm-batch-huge", "rlm_query_batched(('x' for _ in range(5000)))", EXC, "at most 1,000 prompts"),
-    # size caps (review B3): the reply stays under the channel cap, nothing is killed
+    # size caps: the reply stays under the channel cap, nothing is killed
     ("answer-content-huge", "answer['content'] = 'a' * 40_000_000", None, "cut to its first 1,000,000"),
     ("answer-after-huge", "answer = {'content': '', 'ready': False}\nanswer = 0", None, "answer"),
 ]
@@ -340,7 +340,7 @@ def test_closed_session_leaves_no_process_behind() -> None:
     assert not os.path.exists(f"/proc/{pid}")
 
 
-# -- attacks on a real shared context (review A1, A2, A3) ------------------------------------------
+# -- attacks on a real shared context ------------------------------------------
 
 CONTEXT_ATTACKS = [
     ("to-spec", "context.to_spec()", POLICY, "'to_spec' is not available"),

@@ -477,7 +477,7 @@ def test_answer_number_is_written_out(both: Repl) -> None:
 
 
 def test_str_subclasses_reach_the_host_as_exact_str(both: Repl) -> None:
-    """Review D2: nothing the cell made crosses as a live object, not even a str subclass."""
+    """nothing the cell made crosses as a live object, not even a str subclass."""
     outcome = both.ok(
         "class S(str):\n    def strip(self):\n        while True:\n            pass\n"
         "llm_query(S('prompt'))\nllm_query_batched([S('a')])\nFINAL(S('done'))"
