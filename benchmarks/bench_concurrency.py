@@ -47,9 +47,10 @@ from rlm.events import EventLog
 from rlm.fences import CodeBlock
 from rlm.loop import run
 from rlm.models import provider
-from rlm.models.gateway import ModelGateway, Routes, select_transport
+from rlm.models.gateway import ModelGateway, Routes
 from rlm.models.pricing import own_process
 from rlm.models.provider import Endpoint, litellm
+from rlm.models.transport import select_transport
 from rlm.models.workers import CallWorkers
 from rlm.node import Node
 from rlm.scheduler import ModelLimits, Scheduler

@@ -33,9 +33,10 @@ from rlm.budget import Budget, Limits
 from rlm.events import EventLog
 from rlm.loop import run
 from rlm.models import provider
-from rlm.models.gateway import ModelGateway, Routes, Transport
+from rlm.models.gateway import ModelGateway, Routes
 from rlm.models.openai_transport import OpenAITransport
 from rlm.models.provider import Endpoint
+from rlm.models.transport import Transport
 from rlm.scheduler import ModelLimits, Scheduler
 from rlm.scripted import Reply, ScriptedServer
 from rlm.tokens import count_tokens

@@ -24,10 +24,11 @@ from rlm.cli import main
 from rlm.cli.common import EXIT_PROVIDER
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.events import EventLog
-from rlm.models.gateway import ModelGateway, Transport
+from rlm.models.gateway import ModelGateway
 from rlm.models.openai_transport import OpenAITransport
 from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
 from rlm.models.router import Routes
+from rlm.models.transport import Transport
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import RetryPolicy, Scheduler
 from rlm.scripted import Action, Drop, Fault, Garbage, Reply, ScriptedServer, Stall

@@ -22,12 +22,13 @@ from rlm.errors import ConfigError, ProviderError, StreamInterrupted
 from rlm.events import EventLog
 from rlm.models import provider
 from rlm.models.build import build_gateway
-from rlm.models.gateway import AutoTransport, ModelGateway, Transport
+from rlm.models.gateway import ModelGateway
 from rlm.models.openai_compat import providers
 from rlm.models.openai_transport import OpenAITransport
 from rlm.models.pricing import SELF_NAMED, litellm, price, provider_of
 from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
 from rlm.models.router import Routes
+from rlm.models.transport import AutoTransport, Transport
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import RetryPolicy, Scheduler
 from rlm.scripted import Drop, Fault, Reply, ScriptedServer

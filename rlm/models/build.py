@@ -9,11 +9,12 @@ from rlm.budget import Budget
 from rlm.config import CacheSettings, ModelSettings, Settings, TransportSettings
 from rlm.events import EventLog
 from rlm.models.cache import ResponseCache
-from rlm.models.gateway import ModelGateway, select_transport
+from rlm.models.gateway import ModelGateway
 from rlm.models.local_only import LocalPolicy
 from rlm.models.pricing import preload_table
 from rlm.models.provider import Endpoint, Timeouts
 from rlm.models.router import RoutePolicy, Router, Routes
+from rlm.models.transport import select_transport
 from rlm.models.workers import CallWorkers
 from rlm.scheduler import Scheduler
 from rlm.tokens import preload

@@ -2,7 +2,8 @@
 the budget, take a slot, retry, fall back, account.
 
 The engine never calls litellm directly. Every call of the tree passes here, which is what makes
-tree-wide budgets, per-model limits, the cache and the usage report exact.
+tree-wide budgets, per-model limits, the cache and the usage report exact. The budget's gate around
+each request is `rlm.models.metering`; who sends it, `rlm.models.transport`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from rlm.budget import Budget
-from rlm.config import DEFAULTS
 from rlm.errors import ProviderError, StreamInterrupted
 from rlm.events import EventLog
-from rlm.models import openai_transport, provider
+from rlm.models import provider
 from rlm.models.cache import CachedReply, ResponseCache
 from rlm.models.local_only import LocalPolicy
-from rlm.models.openai_transport import OpenAITransport
-from rlm.models.pricing import provider_of, usage_of
+from rlm.models.metering import capped, metered
 from rlm.models.prompt_cache import with_cache_hints
-from rlm.models.provider import Endpoint, LitellmTransport, Timeouts
+from rlm.models.provider import Endpoint
 from rlm.models.router import Decision, Router, Routes
+from rlm.models.transport import Transport, select_transport
 from rlm.prompts import clip
 from rlm.scheduler import Scheduler
 from rlm.types import ZERO_USAGE, CallOrigin, Completion, Role, Usage
@@ -35,59 +34,8 @@ if TYPE_CHECKING:
 
 TRACE_CHARS = 4000  # sub-call prompts can hold whole chunks; the trace keeps their head and tail
 REPLAY_PIECE = re.compile(r"\s*\S+|\s+")  # a cached reply is replayed word by word, like a live stream
-PROMPT_MARGIN = 1.1  # a provider's tokenizer may count more prompt tokens than tiktoken does
 
-__all__ = ["AutoTransport", "ModelGateway", "Routes", "select_transport"]
-
-
-class Transport(Protocol):
-    """Who makes a provider call: rlm's own OpenAI client (`OpenAITransport`), litellm in this process
-    (`LitellmTransport`) or litellm in `CallWorkers`; `AutoTransport` picks per endpoint."""
-
-    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion: ...
-
-    def stream(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
-    ) -> AsyncIterator[str]: ...
-
-
-class AutoTransport:
-    """OpenAI-compatible endpoints on the native transport, every other provider on litellm (which is
-    imported only when such an endpoint is first called)."""
-
-    def __init__(self, native: OpenAITransport, other: Transport) -> None:
-        self.native = native
-        self.other = other
-
-    def _for(self, endpoint: Endpoint) -> Transport:
-        return self.native if openai_transport.serves(endpoint) else self.other
-
-    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Completion:
-        return await self._for(endpoint).complete(endpoint, messages)
-
-    def stream(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], on_done: Callable[[Completion], None]
-    ) -> AsyncIterator[str]:
-        return self._for(endpoint).stream(endpoint, messages, on_done)
-
-
-def select_transport(
-    mode: str = DEFAULTS.transport.kind, timeouts: Timeouts | None = None, litellm_calls: Transport | None = None
-) -> Transport:
-    """The transport of the `transport` setting: "auto" or "litellm" (every call through litellm).
-    `litellm_calls` makes the litellm calls (call workers); default: litellm in this process."""
-    other = litellm_calls or LitellmTransport(timeouts)
-    if mode == "litellm":
-        return other
-    if mode != "auto":
-        raise ValueError(f"transport must be 'auto' or 'litellm', got {mode!r}")
-    return AutoTransport(OpenAITransport(timeouts), other)
-
-
-def _reply_cap(endpoint: Endpoint) -> int | None:
-    """The longest reply `endpoint` is asked for, if its parameters set one."""
-    cap = endpoint.params.get("max_completion_tokens") or endpoint.params.get("max_tokens")
-    return int(cap) if cap else None
+__all__ = ["ModelGateway", "Routes"]
 
 
 class _PrefixSkipper:
@@ -302,7 +250,7 @@ class ModelGateway:
     def _candidates(self, endpoint: Endpoint) -> list[Endpoint]:
         """The routed endpoint and its fallback chain, all checked by local-only mode first, each with
         the reply cap the budget needs (so the cache keys hold the request as sent)."""
-        candidates = [self._capped(candidate) for candidate in (endpoint, *self.router.fallbacks(endpoint))]
+        candidates = [capped(self.budget, candidate) for candidate in (endpoint, *self.router.fallbacks(endpoint))]
         for candidate in candidates:
             self._guard(candidate)
         return candidates
@@ -345,7 +293,7 @@ class ModelGateway:
             try:
                 async with (
                     self.scheduler.slot(endpoint.model, origin, lambda: provider.prompt_tokens(messages)),
-                    self._metered(endpoint, messages, finished),
+                    metered(self.budget, endpoint, messages, finished),
                     contextlib.aclosing(self._calls.stream(endpoint, prepared, finished.append)) as deltas,
                 ):
                     async for delta in deltas:
@@ -403,57 +351,12 @@ class ModelGateway:
                 finished: list[Completion] = []
                 async with (
                     self.scheduler.slot(endpoint.model, origin, lambda: provider.prompt_tokens(messages)),
-                    self._metered(endpoint, messages, finished),
+                    metered(self.budget, endpoint, messages, finished),
                 ):
                     finished.append(await call())
                     return finished[0]
             except ProviderError as error:
                 await self._wait_before_retry(attempt, error, endpoint, origin)
-
-    @contextlib.asynccontextmanager
-    async def _metered(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], finished: list[Completion]
-    ) -> AsyncIterator[None]:
-        """The budget's gate around one request, streamed or not, each attempt of it: its worst case
-        is reserved before it is sent (taken when the scheduler grants the slot, so a queued call sees
-        what was spent meanwhile) and settled to what it used when it ends: the `finished` replies
-        (a stream cut or closed early counts the text it sent); for a request cancelled without a
-        reply, its prompt; nothing for one the provider refused."""
-        worst = self._worst_case(endpoint, messages)
-        reservation = await self.budget.reserve(worst)
-        used = ZERO_USAGE
-        try:
-            yield
-        except ProviderError:
-            raise
-        except BaseException:
-            if not finished:  # sent and given up on: the provider may have read the prompt
-                used = usage_of(endpoint.model, worst.prompt_tokens, 0)
-            raise
-        finally:
-            if finished:
-                used = sum((completion.usage for completion in finished), ZERO_USAGE)
-            self.budget.settle(reservation, used)
-
-    def _worst_case(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> Usage:
-        """The most one request can spend: its prompt (with the per-message framing providers add, and
-        a margin for tokenizers that count more than tiktoken) and the longest reply it was allowed,
-        at the model's price. Only counted when a token or cost limit is set."""
-        if not self.budget.counts_tokens:
-            return Usage(calls=1)
-        prompt = int(provider.prompt_tokens(messages) * PROMPT_MARGIN) + 4 * len(messages) + 3
-        return usage_of(endpoint.model, prompt, _reply_cap(endpoint) or 0)
-
-    def _capped(self, endpoint: Endpoint) -> Endpoint:
-        """`endpoint` asking for replies no longer than the budget's cap (when one is needed and the
-        endpoint has none of its own). OpenAI's own API takes max_completion_tokens (its reasoning
-        models refuse max_tokens); other servers and litellm take max_tokens."""
-        cap = self.budget.completion_cap
-        if cap is None or _reply_cap(endpoint) is not None:
-            return endpoint
-        hosted_openai = endpoint.api_base is None and provider_of(endpoint.model) == "openai"
-        name = "max_completion_tokens" if hosted_openai else "max_tokens"
-        return replace(endpoint, params={**endpoint.params, name: cap})
 
     async def _wait_before_retry(
         self, attempt: int, error: ProviderError, endpoint: Endpoint, origin: CallOrigin
