@@ -6,27 +6,25 @@ resumes where it stopped (tasks that ended in a provider or harness error are ru
 tasks of a sweep all fail that way, the sweep stops with that error instead of failing every task (a
 wrong --api-base, model or key). --sweep-max-calls and --sweep-max-cost bound the whole sweep (tasks
 they cut run again on a re-run), and --rpm / --tpm / --max-in-flight hold across all its tasks. The
-summary is `rlm.bench_report`'s. With --ray the tasks run on Ray workers (`bench_runner`).
+summary is `rlm.bench_report`'s. One task is `rlm.bench_task`'s; with --ray the tasks run on Ray workers
+(`rlm.bench_ray`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from rlm.bench_ray import bench_runner
 from rlm.bench_report import write_atomic, write_summary
+from rlm.bench_task import ERROR_STATUS, TaskResult, failed_task, file_stem, load_result, run_task, task_identity
 from rlm.errors import ConfigError, ProviderError
 from rlm.loop import run as run_loop
-from rlm.ray_backend import MAX_RETRIES, ActorLimiter, connect, import_ray, start_limiter
 from rlm.sweep import limit_prefix
 
-ERROR_STATUS = "error"  # the harness could not get any answer
 RETRY_STATUSES = frozenset({ERROR_STATUS, "provider_error", "interrupted"})  # run again on resume
 FAIL_FAST = 3  # stop the sweep when this many first tasks (or all, if fewer) failed and none succeeded
 SWEEP = "sweep"  # names the sweep's own budgets in the error of a task they cut
@@ -52,115 +50,6 @@ def _with_max_cost(rlm: Any, max_cost: float) -> Any:
 
 class BenchAborted(ProviderError):
     """The first tasks of a sweep all failed with provider or harness errors, so the sweep stopped."""
-
-
-@dataclass
-class TaskResult:
-    """One task's outcome: what was answered, how it scored and what it cost."""
-
-    id: str
-    suite: str
-    method: str
-    model: str
-    sub_model: str | None
-    score: float
-    status: str
-    answer: str | None
-    error: str | None
-    cost_usd: float
-    cost_complete: bool
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    sub_calls: int
-    iterations: int
-    wall_time_s: float
-    meta: dict[str, Any]
-    gold: Any = None  # beside the raw answer and what the scorer read from it, so a 0 can be diagnosed
-    parsed: Any = None
-    lenient_score: float | None = None  # the forgiving reading, a separate column; never the score
-
-
-def task_identity(task: Any, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a result that come from the task and the run's settings, not from answering it."""
-    base = {"id": task.id, "suite": task.suite, "method": cfg["method"], "model": cfg["model"], "gold": task.gold}
-    return base | {"sub_model": cfg["sub_model"] if cfg["method"] == "rlm" else None, "meta": task.summary()}
-
-
-def failed_task(base: dict[str, Any], error: str, wall_time_s: float) -> TaskResult:
-    """The result of a task that raised instead of answering: nothing spent is known, so it re-runs on resume.
-
-    `base` is the task's `task_identity`."""
-    return TaskResult(
-        **base,
-        score=0.0,
-        status=ERROR_STATUS,
-        answer=None,
-        error=error,
-        cost_usd=0.0,
-        cost_complete=False,
-        prompt_tokens=0,
-        completion_tokens=0,
-        total_tokens=0,
-        sub_calls=0,
-        iterations=0,
-        wall_time_s=wall_time_s,
-    )
-
-
-def _safe(task_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Running
-
-
-async def _run_one(task: Any, cfg: dict[str, Any], rlm: Any, out: Path) -> TaskResult:
-    from rlm_datasets.scoring import parsed_answer, score, score_lenient
-
-    name = _safe(task.id)
-    trace = out / "trajectories" / f"{name}.jsonl"
-    base = task_identity(task, cfg)
-    start = time.monotonic()
-    try:
-        if cfg["method"] == "direct":
-            result = await rlm.adirect(task.context, task.question, trace=trace)
-            base["meta"] = base["meta"] | {"truncated": bool(result.trajectory[0].get("truncated"))}
-        else:
-            result = await rlm.aquery(task.context, task.question, trace=trace)
-        usage, answer = result.usage, result.answer
-        status, error = result.status.value, result.error
-        sub_calls, iterations = result.sub_calls, result.iterations
-    except ConfigError:
-        raise
-    except Exception as exc:  # one failed task must not stop the sweep; it is retried on re-run
-        return failed_task(base, f"{type(exc).__name__}: {exc}", time.monotonic() - start)
-    return TaskResult(
-        **base,
-        score=score(task, answer),
-        parsed=parsed_answer(task, answer),
-        lenient_score=score_lenient(task, answer),
-        status=status,
-        answer=answer,
-        error=error,
-        cost_usd=usage.cost_usd,
-        cost_complete=usage.priced,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        sub_calls=sub_calls,
-        iterations=iterations,
-        wall_time_s=time.monotonic() - start,
-    )
-
-
-def _load_result(path: Path) -> TaskResult | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return TaskResult(**data)
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def _check_run_file(out: Path, run: dict[str, Any]) -> None:
@@ -236,7 +125,7 @@ async def arun_bench(
 
     done: dict[str, TaskResult] = {}
     for task in tasks:
-        prior = _load_result(out / "results" / f"{_safe(task.id)}.json")
+        prior = load_result(out / "results" / f"{file_stem(task.id)}.json")
         if prior is not None and not _to_redo(prior):
             done[task.id] = prior
     todo = [t for t in tasks if t.id not in done]
@@ -283,7 +172,7 @@ async def arun_bench(
             return replace(failed, status="max_cost")
         result: TaskResult | None = None
         try:
-            result = await (on_ray(task, loan) if on_ray else _run_one(task, cfg, _with_max_cost(rlm, loan), out))
+            result = await (on_ray(task, loan) if on_ray else run_task(task, cfg, _with_max_cost(rlm, loan), out))
         finally:
             spent, status, error = (result.cost_usd, result.status, result.error) if result else (0.0, "", None)
             error = costs.settle(loan, spent, status, error, rlm.settings.limits.max_cost)
@@ -295,10 +184,10 @@ async def arun_bench(
         nonlocal succeeded
         async with gate:
             if costs is None:
-                result = await (on_ray(task) if on_ray else _run_one(task, cfg, rlm, out))
+                result = await (on_ray(task) if on_ray else run_task(task, cfg, rlm, out))
             else:
                 result = await with_loan(task, costs)
-        write_atomic(out / "results" / f"{_safe(task.id)}.json", json.dumps(asdict(result), indent=2))
+        write_atomic(out / "results" / f"{file_stem(task.id)}.json", json.dumps(asdict(result), indent=2))
         done[task.id] = result
         cost = sum(r.cost_usd for r in done.values())
         bar.update(bar_id, advance=1, score=mean_score(), cost=cost)
@@ -367,84 +256,3 @@ async def arun_bench(
 def run_bench(suite: str, **kwargs: Any) -> list[TaskResult]:
     """Blocking `arun_bench` (what `rlm bench` calls). Ctrl-C keeps every finished task on disk."""
     return run_loop(arun_bench(suite, **kwargs))
-
-
-@functools.cache
-def _bench_tasks(suite: str, n: int | None, length: int | None, seed: int) -> list[Any]:
-    """A suite's tasks, built once per worker process from the same spec the driver used."""
-    from rlm_datasets import load_suite
-
-    return load_suite(suite, n=n, length=length, seed=seed)
-
-
-@functools.cache
-def _remote_bench() -> Any:
-    ray = import_ray()
-
-    @ray.remote(max_retries=MAX_RETRIES)
-    def run_bench_task(
-        spec: tuple[str, int | None, int | None, int, int],
-        cfg: dict[str, Any],
-        options: dict[str, Any],
-        out: str,
-        limiter: Any,
-    ) -> dict[str, Any]:
-        from dataclasses import asdict
-        from pathlib import Path
-
-        from rlm.api import RLM
-        from rlm.bench import _run_one
-        from rlm.loop import run
-        from rlm.scheduler import set_shared_limiter
-
-        suite, n, length, seed, index = spec
-        task = _bench_tasks(suite, n, length, seed)[index]
-        keys = ("model", "sub_model", "api_base", "api_key", "timeout")
-        rlm = RLM(**{k: cfg[k] for k in keys}, **options)
-        set_shared_limiter(ActorLimiter(limiter, bool(options.get("tpm"))) if limiter is not None else None)
-        try:
-            return asdict(run(_run_one(task, cfg, rlm, Path(out))))
-        finally:
-            set_shared_limiter(None)
-
-    return run_bench_task
-
-
-def bench_runner(
-    address: str,
-    concurrency: int,
-    *,
-    tasks: list[Any],
-    spec: tuple[str, int | None, int | None, int],
-    cfg: dict[str, Any],
-    options: dict[str, Any],
-    out: Path,
-    max_calls: int | None = None,
-) -> Callable[..., Awaitable[Any]]:
-    """What `rlm bench --ray` awaits instead of running a task here: the task goes out as (suite, n,
-    length, seed, index), the worker builds it and writes its trajectory under `out` (a folder every
-    node must see, on a cluster), and its result comes back to be saved by the driver. --rpm, --tpm,
-    --max-in-flight and --sweep-max-calls hold across the cluster through the limiter actor."""
-    from rlm.bench import TaskResult, failed_task, task_identity
-
-    ray = connect(address, num_cpus=concurrency)
-    remote = _remote_bench()
-    index = {task.id: i for i, task in enumerate(tasks)}
-    shared = ray.put(options)
-    folder = str(out.resolve())
-    limiter = start_limiter(options, max_calls=max_calls, scope="sweep")
-
-    async def run_task(task: Any, max_cost: float | None = None) -> TaskResult:
-        """`max_cost`: the task's loan of the sweep's cost budget, as its run's own max_cost."""
-        task_options = shared if max_cost is None else options | {"max_cost": max_cost}
-        ref = remote.remote((*spec, index[task.id]), cfg, task_options, folder, limiter)
-        try:
-            return TaskResult(**await ref)
-        except asyncio.CancelledError:
-            ray.cancel(ref, force=True)
-            raise
-        except ray.exceptions.RayError as exc:  # the task's workers died past max_retries
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
-            return failed_task(task_identity(task, cfg), error, 0.0)
-
-    return run_task

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rlm.bench import TaskResult
+    from rlm.bench_task import TaskResult
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -1,7 +1,7 @@
 """Ray for batch jobs and bench tasks: joining it (an embedded local Ray, or a cluster by address) and
 the one limiter actor that makes --rpm / --tpm / --max-in-flight and the call budget hold across the
 cluster, consulted by every worker's scheduler. What runs on the workers is defined where it belongs:
-`rlm.batch.run_on_ray` for jobs, `rlm.bench.bench_runner` for tasks.
+`rlm.batch.run_on_ray` for jobs, `rlm.bench_ray.bench_runner` for tasks.
 """
 
 from __future__ import annotations

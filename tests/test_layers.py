@@ -24,7 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"rlm": "rlm", "sandbox": "sandbox", "rlm_datasets": "datasets"}  # import name -> folder
 SURFACES = ("rlm.__main__", "rlm.cli", "rlm.api", "rlm.display", "rlm.progress", "rlm.terminal", "rlm.serve")
-SURFACES += ("rlm.batch", "rlm.sweep", "rlm.ray_backend", "rlm.bench", "rlm.bench_report", "rlm.view", "rlm.scripted")
+SURFACES += ("rlm.batch", "rlm.sweep", "rlm.ray_backend", "rlm.view", "rlm.scripted")
+SURFACES += ("rlm.bench", "rlm.bench_task", "rlm.bench_ray", "rlm.bench_report")
 CORE = ("rlm.context", "rlm.search", "rlm.tokens", "rlm.types", "rlm.errors", "rlm.litellm_files", "rlm.forkserver")
 
 
