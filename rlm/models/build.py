@@ -1,6 +1,6 @@
 """From resolved settings to a ready gateway: endpoints per role, fallbacks, cache, local-only policy.
 
-Kept apart from `rlm/api.py` so that every setting of the model layer is read in one place.
+Kept apart from `rlm/api/` so that every setting of the model layer is read in one place.
 """
 
 from __future__ import annotations
