@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from rlm.cli.common import EXIT_INTERRUPTED, EXIT_PROVIDER, fail
 from rlm.cli.options import engine_options, settings_from
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _ray_option(what: str) -> Decorator:
+    return click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        metavar="[ADDRESS]",
+        help=f"{what}: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
+    )
+
+
+def _whole_limits(scope: str, unit: str, *, calls_note: str, cost_note: str = "") -> Decorator:
+    """--SCOPE-max-calls and --SCOPE-max-cost: limits of the whole sweep or batch, lent out run by run."""
+    calls = click.option(f"--{scope}-max-calls", type=int, help=f"Model calls for the whole {scope} ({calls_note}).")
+    cost = click.option(
+        f"--{scope}-max-cost",
+        type=float,
+        metavar="USD",
+        help=f"Cost limit of the whole {scope}: each {unit} runs with part of what is left as its --max-cost "
+        f"(an even share per {unit} running at once, unless --max-cost is set).{cost_note}",
+    )
+    return lambda command: calls(cost(command))
 
 
 @click.command()
@@ -24,23 +52,8 @@ from rlm.cli.options import engine_options, settings_from
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Tasks run in parallel.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Results folder (resumable).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Run the tasks on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
-)
-@click.option("--sweep-max-calls", type=int, help="Model calls for the whole sweep (tasks it cuts run on a re-run).")
-@click.option(
-    "--sweep-max-cost",
-    type=float,
-    metavar="USD",
-    help="Cost limit of the whole sweep: each task runs with part of what is left as its --max-cost "
-    "(an even share per task running at once, unless --max-cost is set).",
-)
+@_ray_option("Run the tasks on Ray")
+@_whole_limits("sweep", "task", calls_note="tasks it cuts run on a re-run")
 @engine_options
 def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
     """Run a benchmark SUITE (oolong, oolong-spam, oolong-pairs, sniah[-noise|-uuid|-80k], or a JSONL file).
@@ -73,22 +86,9 @@ def bench(suite: str, fallbacks: tuple[str, ...], **options: Any) -> None:
 @click.option(
     "--concurrency", type=int, default=4, show_default=True, help="Jobs run in parallel (an embedded Ray's CPUs)."
 )
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Run on Ray: alone, an embedded local Ray; 'auto' or ray://host:10001 joins a cluster.",
-)
-@click.option("--batch-max-calls", type=int, help="Model calls for the whole batch (a re-run may spend as many again).")
-@click.option(
-    "--batch-max-cost",
-    type=float,
-    metavar="USD",
-    help="Cost limit of the whole batch: each job runs with part of what is left as its --max-cost "
-    "(an even share per job running at once, unless --max-cost is set). A re-run may spend as much again.",
+@_ray_option("Run on Ray")
+@_whole_limits(
+    "batch", "job", calls_note="a re-run may spend as many again", cost_note=" A re-run may spend as much again."
 )
 @engine_options
 def batch(
