@@ -170,7 +170,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Setting:
+class SettingPlace:
     """Where a public setting name lives: its part, its field there, and that field's type."""
 
     part: str
@@ -178,13 +178,13 @@ class Setting:
     kind: Any
 
 
-def _settings_table() -> dict[str, Setting]:
-    table: dict[str, Setting] = {}
+def _settings_table() -> dict[str, SettingPlace]:
+    table: dict[str, SettingPlace] = {}
     for part in fields(Settings):
         part_type = type(part.default_factory())  # type: ignore[misc]
         hints = get_type_hints(part_type)
         for spec in fields(part_type):
-            table[spec.metadata.get("setting", spec.name)] = Setting(part.name, spec.name, hints[spec.name])
+            table[spec.metadata.get("setting", spec.name)] = SettingPlace(part.name, spec.name, hints[spec.name])
     return table
 
 
@@ -192,7 +192,7 @@ SETTINGS = _settings_table()  # public name -> its place; every source of settin
 DEFAULTS = Settings()  # what a run gets when nothing is set; other defaults are read from here
 
 
-def _setting(name: str) -> Setting:
+def _setting(name: str) -> SettingPlace:
     try:
         return SETTINGS[name]
     except KeyError:
