@@ -53,11 +53,17 @@ def words_text(rng: random.Random, size: int, keywords: list[str], per_keyword: 
     return " ".join(words)
 
 
-def bench_aho_corasick(tmp: Path, size_mb: int) -> None:
+def search_corpus(path: Path, size_mb: int) -> list[str]:
+    """Write the search benchmark's text to `path` (the same for a given size); return its 100 keywords."""
     rng = random.Random(1)
     keywords = ["".join(rng.choices(LETTERS, k=4)) + "z" + "".join(rng.choices(LETTERS, k=4)) for _ in range(100)]
-    path = tmp / "search.txt"
     path.write_text(words_text(rng, size_mb * 2**20, keywords, 50), encoding="utf-8")
+    return keywords
+
+
+def bench_aho_corasick(tmp: Path, size_mb: int) -> None:
+    path = tmp / "search.txt"
+    keywords = search_corpus(path, size_mb)
     ctx = Context.from_path(path)
     t0 = time.perf_counter()
     hits = search(keywords, ctx, max_hits=None)
