@@ -65,7 +65,10 @@ close(ctx)
 def run_in(tree: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
     """`python ARGS` with the imports of `tree` only (its folder first on the path, run from there)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"bench_ab: a run in {tree} failed (exit {done.returncode}):\n{done.stderr.strip()[-2000:]}")
+    return done
 
 
 def gateway_figure(tree: Path) -> dict[str, float]:
@@ -120,6 +123,9 @@ def main() -> None:
     parser.add_argument("--figures", default="gateway,cli,search", help="comma-separated: gateway, cli, search")
     parser.add_argument("--search-mb", type=int, default=100)
     args = parser.parse_args()
+    known = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"], capture_output=True)
+    if known.returncode:
+        sys.exit(f"bench_ab: {args.base!r} is not a commit of this repository; give a hash, tag or branch.")
     with tempfile.TemporaryDirectory(prefix="rlm-ab-") as scratch:
         base = Path(scratch) / "base"
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(base), args.base], check=True)
