@@ -123,7 +123,8 @@ def main() -> None:
     parser.add_argument("--figures", default="gateway,cli,search", help="comma-separated: gateway, cli, search")
     parser.add_argument("--search-mb", type=int, default=100)
     args = parser.parse_args()
-    known = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"], capture_output=True)
+    verify = ["git", "-C", str(HERE), "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"]
+    known = subprocess.run(verify, capture_output=True)
     if known.returncode:
         sys.exit(f"bench_ab: {args.base!r} is not a commit of this repository; give a hash, tag or branch.")
     with tempfile.TemporaryDirectory(prefix="rlm-ab-") as scratch:
