@@ -242,7 +242,9 @@ class Interpreter:
         try:
             exec(compiled.code, self.ns)
         except BaseException as exc:  # the cell's SystemExit, KeyboardInterrupt, ... are contained
-            try:  # still on the cell's timer: str(exc) may run the cell's own __str__/__repr__
+            if _is_engine_stop(exc):  # our own message runs no cell code: a repeat stop must not cut it
+                self.running = False
+            try:  # else still on the cell's timer: str(exc) may run the cell's own __str__/__repr__
                 return self._describe(exc), _error_kind(exc), []
             except BaseException:
                 return f"{type(exc).__name__}: (its message could not be shown)", _error_kind(exc), []
@@ -377,6 +379,11 @@ def _compile_plain(code: str, filename: str) -> CompiledCell:
         return CompiledCell(compile(code, filename, "exec"))
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return CompiledCell(None, f"{type(exc).__name__}: {exc}")
+
+
+def _is_engine_stop(exc: BaseException) -> bool:
+    """A stop the engine raised, not a subclass or message of the cell's making."""
+    return type(exc) in (CellTimeout, CellCpuLimit, CellCancelled) and all(type(arg) is str for arg in exc.args)
 
 
 def _error_kind(exc: BaseException) -> str:

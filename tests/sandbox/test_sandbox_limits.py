@@ -1,7 +1,7 @@
 """Limits that hold against hostile code: what a runaway program costs is bounded by default.
 
-Each attack runs through the engine against the scripted server, so what was sent is counted on the
-server's side, not only by rlm.
+The attacks run through the engine against the scripted server, so what was sent is counted on the
+server's side, not only by rlm; how a stop is reported is checked on the interpreter itself.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import Repl
+from conftest import FAST_LIMITS, Repl
 
 from rlm import RLM, Status
 from rlm.bridge import CHILD_SESSIONS
@@ -18,6 +18,7 @@ from rlm.errors import ConfigError
 from rlm.scripted import ChatRequest, Reply, ScriptedServer
 from sandbox import CellLimits
 from sandbox.prefetch import CHUNK_CHARS
+from sandbox.repl import CellCancelled, CellTimeout, Interpreter
 
 ROOT, SUB = "openai/test-root", "openai/test-sub"
 
@@ -173,3 +174,35 @@ def test_the_cpu_time_of_a_cell_defaults_to_half_its_timeout_and_must_be_positiv
     assert resolve_settings(cell_timeout=60).sandbox.cell_cpu is None  # the engine gives a cell 30 s of CPU
     with pytest.raises(ConfigError, match="cell_cpu must be above 0 seconds"):
         resolve_settings(cell_cpu=-1)
+
+
+class _ObservedInterpreter(Interpreter):
+    """Records whether the cell's timers could still stop the description of its error."""
+
+    stoppable_while_described: list[bool]
+
+    def _describe(self, exc: BaseException) -> str:
+        self.stoppable_while_described.append(self.running)
+        return super()._describe(exc)
+
+
+@pytest.mark.parametrize(
+    ("raised", "stoppable"),
+    [
+        (CellCancelled("the run was cancelled"), False),  # the engine's own stop: nothing of the cell runs
+        (CellTimeout(object()), True),  # its message is an object the cell may have made
+        (ValueError("the cell's own"), True),
+    ],
+)
+def test_an_engine_stop_is_described_out_of_reach_of_the_next_stop(raised: BaseException, stoppable: bool) -> None:
+    """The timers repeat against code that swallows stops; the one after an escaped stop must not
+    cut that stop's message, while anything of the cell's making is still described on its timer."""
+
+    def host(name: str, args: list[object], kwargs: dict[str, object]) -> object:
+        raise raised
+
+    interp = _ObservedInterpreter("text", FAST_LIMITS, host)
+    interp.stoppable_while_described = []
+    reply = interp.run("llm_query('x')")
+    assert interp.stoppable_while_described == [stoppable]
+    assert type(raised).__name__ in reply["error"]
