@@ -9,6 +9,7 @@ the part and field that hold it. The config file is TOML, at $RLM_CONFIG or ~/.c
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections import defaultdict
@@ -291,18 +292,18 @@ def _check_model_limits(limits: dict[str, dict[str, int]] | None) -> None:
 
 def resolve_settings(**explicit: Any) -> Settings:
     """Explicit values win (None means "not given"), then RLM_<NAME> variables, then the file."""
-    unknown = set(explicit) - set(SETTINGS)
-    if unknown:
-        raise ConfigError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+    _refuse_unknown(explicit, "Unknown setting")
     from_file = _read_config_file()
+    _refuse_unknown(from_file, f"{config_path()}: unknown setting")  # a misspelt max_cost must not pass unseen
     values: dict[str, Any] = {}
     for name, setting in SETTINGS.items():
         if explicit.get(name) is not None:
-            values[name] = explicit[name]
+            values[name] = _checked(name, explicit[name], setting.kind, "the setting")
         elif (env := os.environ.get(ENV_PREFIX + name.upper())) is not None:
             values[name] = _convert(name, env, setting.kind, f"${ENV_PREFIX}{name.upper()}")
         elif name in from_file:
-            values[name] = _convert(name, from_file[name], setting.kind, str(config_path()))
+            source = str(config_path())
+            values[name] = _checked(name, _convert(name, from_file[name], setting.kind, source), setting.kind, source)
     if values.get("max_calls") == 0:
         values["max_calls"] = None  # 0 lifts the default call limit
     settings = DEFAULTS.updated(**values)
@@ -310,6 +311,50 @@ def resolve_settings(**explicit: Any) -> Settings:
     _check_model_limits(settings.limits.model_limits)
     _check_positive(settings)
     return settings
+
+
+def _refuse_unknown(given: dict[str, Any], problem: str) -> None:
+    """Name each key that is not a setting, with the settings it may have meant."""
+    unknown = sorted(set(given) - set(SETTINGS))
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.7)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    raise ConfigError(f"{problem}{'s' if len(unknown) > 1 else ''}: {'; '.join(named)}.")
+
+
+def _checked(name: str, value: Any, kind: Any, source: str) -> Any:
+    """A typed value (from Python or TOML) that must fit the field's type; a whole number fits a float."""
+    if value is None or _fits(value, kind):
+        return value
+    raise ConfigError(f"{source}: {name} must be {_kind_name(kind)}, got {value!r}.")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is UnionType:
+        return any(_fits(value, option) for option in args)
+    if type(value) is bool or kind is bool:  # bool is an int to Python, never to a setting
+        return type(value) is bool and kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: Any) -> str:
+    if get_origin(kind) is UnionType:
+        return " or ".join(_kind_name(option) for option in get_args(kind) if option is not type(None))
+    if get_origin(kind) is list:
+        return "a list of text"
+    if get_origin(kind) is dict:
+        return "a table of models (see the README)"
+    return {int: "a whole number", float: "a number", bool: "true or false"}.get(kind, "text")
 
 
 def _check_choices(settings: Settings) -> None:

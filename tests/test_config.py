@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import textwrap
 from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
@@ -75,6 +76,39 @@ def test_a_broken_config_file_is_named(isolated: Path) -> None:
     isolated.write_text("model = [unclosed")
     with pytest.raises(ConfigError, match=str(isolated)):
         resolve_settings()
+
+
+def test_a_config_file_key_that_is_no_setting_is_named_with_what_it_may_mean(isolated: Path) -> None:
+    isolated.write_text('model = "m"\nmax_cots = 1.0\nflavour = "x"\n')
+    with pytest.raises(ConfigError) as raised:
+        resolve_settings()
+    assert str(raised.value) == f"{isolated}: unknown settings: flavour; max_cots (did you mean max_cost?)."
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_cost = [1]", "max_cost must be a number, got [1]"),
+        ("max_iterations = 7.5", "max_iterations must be a whole number, got 7.5"),
+        ("max_iterations = true", "max_iterations must be a whole number, got True"),
+        ("cache = 1", "cache must be true or false, got 1"),
+        ('fallbacks = { "a" = "b" }', "fallbacks must be a table of models"),
+        ('allowed_models = ["x", 2]', "allowed_models must be text or a list of text"),
+    ],
+)
+def test_a_config_file_value_of_the_wrong_type_is_named(isolated: Path, text: str, message: str) -> None:
+    isolated.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{isolated}: {message}")):
+        resolve_settings()
+
+
+def test_typed_values_keep_their_type_where_it_fits(isolated: Path) -> None:
+    isolated.write_text('max_cost = 2\nallowed_models = ["x", "y"]\n[fallbacks]\n"a" = ["b"]\n')
+    settings = resolve_settings(max_iterations=3)
+    assert (settings.limits.max_cost, settings.limits.max_iterations) == (2, 3)
+    assert settings.models.allowed() == {"x", "y"} and settings.models.fallbacks == {"a": ["b"]}
+    with pytest.raises(ConfigError, match=re.escape("the setting: max_cost must be a number, got '1.5'")):
+        resolve_settings(max_cost="1.5")
 
 
 @pytest.mark.parametrize(
