@@ -191,6 +191,8 @@ class InProcessSession(Session):
             self._interrupt(CellCancelled)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), 0.01)
+        if exited.done():  # only the thread's own teardown is left: over when this returns, not a moment later
+            self._thread.join(max(deadline - time.monotonic(), 0.05))
 
 
 def _clear_interrupt() -> None:
