@@ -382,8 +382,11 @@ def _compile_plain(code: str, filename: str) -> CompiledCell:
 
 
 def _is_engine_stop(exc: BaseException) -> bool:
-    """A stop the engine raised, not a subclass or message of the cell's making."""
-    return type(exc) in (CellTimeout, CellCpuLimit, CellCancelled) and all(type(arg) is str for arg in exc.args)
+    """A stop the engine raised: its exact type with at most one text (str() of which copies nothing),
+    not a subclass or a message of the cell's making."""
+    if type(exc) not in (CellTimeout, CellCpuLimit, CellCancelled):
+        return False
+    return exc.args == () or (len(exc.args) == 1 and type(exc.args[0]) is str)
 
 
 def _error_kind(exc: BaseException) -> str:

@@ -191,6 +191,7 @@ class _ObservedInterpreter(Interpreter):
     [
         (CellCancelled("the run was cancelled"), False),  # the engine's own stop: nothing of the cell runs
         (CellTimeout(object()), True),  # its message is an object the cell may have made
+        (CellTimeout("a", "b"), True),  # its text would be a copy of the args the cell gave it
         (ValueError("the cell's own"), True),
     ],
 )
