@@ -298,7 +298,7 @@ def resolve_settings(**explicit: Any) -> Settings:
     values: dict[str, Any] = {}
     for name, setting in SETTINGS.items():
         if explicit.get(name) is not None:
-            values[name] = _checked(name, explicit[name], setting.kind, "the setting")
+            values[name] = _checked(name, explicit[name], setting.kind)
         elif (env := os.environ.get(ENV_PREFIX + name.upper())) is not None:
             values[name] = _convert(name, env, setting.kind, f"${ENV_PREFIX}{name.upper()}")
         elif name in from_file:
@@ -325,14 +325,16 @@ def _refuse_unknown(given: dict[str, Any], problem: str) -> None:
     raise ConfigError(f"{problem}{'s' if len(unknown) > 1 else ''}: {'; '.join(named)}.")
 
 
-def _checked(name: str, value: Any, kind: Any, source: str) -> Any:
+def _checked(name: str, value: Any, kind: Any, source: str | None = None) -> Any:
     """A typed value (from Python or TOML) that must fit the field's type; a whole number fits a float."""
     if value is None or _fits(value, kind):
         return value
-    raise ConfigError(f"{source}: {name} must be {_kind_name(kind)}, got {value!r}.")
+    where = f"{source}: " if source else ""
+    raise ConfigError(f"{where}{name} must be {_kind_name(kind)}, got {value!r}.")
 
 
 def _fits(value: Any, kind: Any) -> bool:
+    """Whether a typed value fits a field's annotation, down to the items of lists and tables."""
     origin, args = get_origin(kind), get_args(kind)
     if origin is UnionType:
         return any(_fits(value, option) for option in args)

@@ -107,7 +107,7 @@ def test_typed_values_keep_their_type_where_it_fits(isolated: Path) -> None:
     settings = resolve_settings(max_iterations=3)
     assert (settings.limits.max_cost, settings.limits.max_iterations) == (2, 3)
     assert settings.models.allowed() == {"x", "y"} and settings.models.fallbacks == {"a": ["b"]}
-    with pytest.raises(ConfigError, match=re.escape("the setting: max_cost must be a number, got '1.5'")):
+    with pytest.raises(ConfigError, match=re.escape("max_cost must be a number, got '1.5'.")):
         resolve_settings(max_cost="1.5")
 
 
