@@ -234,8 +234,7 @@ def _convert(name: str, raw: Any, kind: Any, source: str) -> Any:
     try:
         return target(text)
     except ValueError as exc:
-        kind_name = {int: "a whole number", float: "a number"}.get(target, "text")
-        raise ConfigError(f"{source}: {name} must be {kind_name}, got {raw!r}.") from exc
+        raise ConfigError(f"{source}: {name} must be {_kind_name(target)}, got {raw!r}.") from exc
 
 
 def _model_table(text: str, source: str, form: str) -> dict[str, list[str]]:
@@ -293,8 +292,8 @@ def _check_model_limits(limits: dict[str, dict[str, int]] | None) -> None:
 def resolve_settings(**explicit: Any) -> Settings:
     """Explicit values win (None means "not given"), then RLM_<NAME> variables, then the file."""
     _refuse_unknown(explicit, "Unknown setting")
-    from_file = _read_config_file()
-    _refuse_unknown(from_file, f"{config_path()}: unknown setting")  # a misspelt max_cost must not pass unseen
+    from_file, file_source = _read_config_file(), str(config_path())
+    _refuse_unknown(from_file, f"{file_source}: unknown setting")  # a misspelt max_cost must not pass unseen
     values: dict[str, Any] = {}
     for name, setting in SETTINGS.items():
         if explicit.get(name) is not None:
@@ -302,8 +301,8 @@ def resolve_settings(**explicit: Any) -> Settings:
         elif (env := os.environ.get(ENV_PREFIX + name.upper())) is not None:
             values[name] = _convert(name, env, setting.kind, f"${ENV_PREFIX}{name.upper()}")
         elif name in from_file:
-            source = str(config_path())
-            values[name] = _checked(name, _convert(name, from_file[name], setting.kind, source), setting.kind, source)
+            value = _convert(name, from_file[name], setting.kind, file_source)
+            values[name] = _checked(name, value, setting.kind, file_source)
     if values.get("max_calls") == 0:
         values["max_calls"] = None  # 0 lifts the default call limit
     settings = DEFAULTS.updated(**values)
